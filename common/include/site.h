@@ -1,0 +1,180 @@
+/*  site: the site file, loaded and validated into plain structs.
+
+    One YAML file describes one site: its I/O servers, channels, devices and
+    tags (see README "Site file"). site_load() parses and validates the whole
+    file once; every later module reads these structs and never the YAML.
+    Every error names the file, the line and the key, e.g.
+        site.yaml:14: channels[0].devices[2].tags[1].type: unknown type "flaot32"
+                      (expected bool, int16, uint16, int32, uint32, float32)
+    The structs are owned by the site_t and freed by site_destroy().
+*/
+#ifndef SITE_H_INCLUDED
+#define SITE_H_INCLUDED
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+    SITE_CH_NETWORK = 0, //  each outstation its own TCP socket (address host:port per device)
+    SITE_CH_TCP,         //  one TCP connection to a gateway, outstations by unit id
+    SITE_CH_SERIAL,      //  Modbus RTU on a serial port
+    SITE_CH_LISTEN       //  outstations connect in to the I/O server
+} site_chtype_t;
+
+typedef enum {
+    SITE_AREA_CO = 0, //  coil, read/write bit            (fc 1, 5, 15)
+    SITE_AREA_DI,     //  discrete input, read-only bit   (fc 2)
+    SITE_AREA_HR,     //  holding register, read/write    (fc 3, 6, 16)
+    SITE_AREA_IR      //  input register, read-only       (fc 4)
+} site_area_t;
+
+typedef enum {
+    SITE_T_BOOL = 0,
+    SITE_T_INT16,
+    SITE_T_UINT16,
+    SITE_T_INT32,
+    SITE_T_UINT32,
+    SITE_T_FLOAT32
+} site_type_t;
+
+typedef enum {
+    SITE_WO_BIG = 0, //  "big": high word in the lower register address (ABCD), the default
+    SITE_WO_LITTLE   //  "little": low word first (CDAB)
+} site_word_order_t;
+
+typedef enum {
+    SITE_SIM_CONST = 0, //  holds its initial value (writes change it)
+    SITE_SIM_RAMP,      //  min..max over period_ms, then wraps
+    SITE_SIM_SINE,      //  sine between min and max with period_ms
+    SITE_SIM_NOISE,     //  uniform random in min..max, new value every period_ms
+    SITE_SIM_TOGGLE     //  bool/int that flips between min and max every period_ms
+} site_sim_kind_t;
+
+//  How scada-devsim moves a tag's value; ignored by every other process.
+typedef struct {
+    site_sim_kind_t kind;
+    double min, max;    //  engineering units
+    uint32_t period_ms; //  > 0
+    double initial;     //  value at start
+} site_sim_t;
+
+typedef struct site_channel_s site_channel_t;
+typedef struct site_device_s site_device_t;
+
+typedef struct {
+    char *name;                   //  unique in the site, e.g. "PLC1.LEVEL"
+    site_area_t area;             //  from address "hr:12"
+    uint16_t address;             //  zero-based register or bit number
+    site_type_t type;             //  default uint16 for registers, bool for bits
+    site_word_order_t word_order; //  32-bit types only; tag key, else the device's
+    double scale, offset;         //  engineering = raw * scale + offset (default 1, 0);
+                                  //  also settable as raw: [lo, hi], eng: [lo, hi]
+    uint32_t scan_ms;             //  scan period, default the device's scan_ms (1000)
+    double deadband;              //  publish only changes larger than this (eng units), default 0
+    bool always_scan;             //  polled even when nobody subscribed
+    bool writable;                //  default true for co and hr, false (and not settable) for di and ir
+    site_sim_t sim;               //  simulation for scada-devsim
+    site_device_t *device;        //  back pointer
+    int line;                     //  line in the site file
+} site_tag_t;
+
+typedef struct {
+    char *ioserver; //  name of an entry in site_t.ioservers
+    int priority;   //  1 is the highest
+} site_offer_t;
+
+struct site_device_s {
+    char *name;              //  unique in the site
+    char *host;              //  network: from address "host:port"; other types NULL
+    uint16_t port;           //  network: from address
+    uint8_t unit;            //  Modbus unit id (default 1; 255 commonly for TCP devices)
+    site_word_order_t word_order; //  default for its tags
+    uint32_t scan_ms;        //  default scan period of its tags (1000)
+    site_offer_t *servers;   //  at least one
+    size_t nservers;
+    site_tag_t *tags;
+    size_t ntags;
+    site_channel_t *channel; //  back pointer
+    int line;
+};
+
+struct site_channel_s {
+    char *name;
+    site_chtype_t type;
+    uint32_t standard_reply_delay_ms; //  default 200
+    uint32_t baud;                    //  link speed for transmission time; 0 = not limited
+    uint32_t max_read_timeouts;       //  >= 1, default 3
+    uint32_t max_write_timeouts;      //  >= 1, default 3
+    uint32_t max_gap;                 //  request merging: largest hole bridged, in registers or
+                                      //  bits (default 16)
+    char *host;                       //  tcp: gateway host; listen: bind address
+    uint16_t port;                    //  tcp: gateway port; listen: port
+    char *serial_port;                //  serial: e.g. /dev/ttyUSB0
+    char parity;                      //  serial: 'N', 'E' or 'O' (default 'N')
+    uint8_t data_bits;                //  serial: 7 or 8 (default 8)
+    uint8_t stop_bits;                //  serial: 1 or 2 (default 1)
+    bool iolog;                       //  I/O log on at start
+    site_device_t *devices;
+    size_t ndevices;
+    int line;
+};
+
+typedef struct {
+    char *name;
+    uint32_t connect_window;       //  attempts in flight at most, >= 1, default 10
+    uint32_t connect_timeout_ms;   //  default 3000
+    uint32_t connect_timeout_min_ms; //  floor of the adaptive connect timeout, default 250
+    uint32_t reconnect_min_ms;     //  default 1000
+    uint32_t reconnect_max_ms;     //  default 60000, >= reconnect_min_ms
+    uint32_t recent_ms;            //  a device lost less than this ago is "recent", default 600000
+    uint32_t integrity_ms;         //  full value refresh period, default 30000
+    char *publish;                 //  ZeroMQ endpoint values and events are published on
+    char *control;                 //  ZeroMQ endpoint of the request socket (writes, status)
+    int line;
+} site_ioserver_t;
+
+typedef struct {
+    char *path;                    //  the file it was loaded from
+    char *site;                    //  names every Redis key: scada:<site>:...
+    char *redis_host;              //  default 127.0.0.1
+    uint16_t redis_port;           //  default 6379
+    uint32_t ping_time_ms;         //  default 1000
+    uint32_t resolve_retry_backoff_ms; // default 500
+    char *devsim_control;          //  scada-devsim control endpoint, default tcp://127.0.0.1:5590
+    site_ioserver_t *ioservers;
+    size_t nioservers;
+    site_channel_t *channels;
+    size_t nchannels;
+    size_t ndevices;               //  over all channels
+    size_t ntags;                  //  over all devices
+} site_t;
+
+//  Load and validate a site file. Returns NULL on any error and writes one
+//  message "FILE:LINE: KEY: what is wrong" into err (errlen bytes, always
+//  terminated). Caller owns the return value.
+site_t *site_load(const char *path, char *err, size_t errlen);
+
+//  Same from a string already in memory; `name` stands for the file in messages.
+site_t *site_load_string(const char *text, size_t len, const char *name, char *err, size_t errlen);
+
+//  Destroy a site; tolerates NULL and sets *self_p to NULL.
+void site_destroy(site_t **self_p);
+
+//  Lookups; NULL if there is none.
+site_ioserver_t *site_ioserver(const site_t *self, const char *name);
+site_device_t *site_device(const site_t *self, const char *name);
+site_tag_t *site_tag(const site_t *self, const char *name);
+
+//  Priority of `ioserver` for `device`, or 0 if that I/O server does not serve it.
+int site_device_priority(const site_device_t *device, const char *ioserver);
+
+//  Names for enums, as written in the site file.
+const char *site_chtype_name(site_chtype_t type);
+const char *site_type_name(site_type_t type);
+const char *site_area_name(site_area_t area);
+
+//  Registers (or bits) a tag of this type occupies: 1 for bool/16-bit, 2 for 32-bit.
+int site_type_width(site_type_t type);
+
+#endif
