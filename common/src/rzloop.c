@@ -1,0 +1,244 @@
+/*  rzloop: hiredis's asynchronous API on a czmq zloop. See rzloop.h. */
+#include "rzloop.h"
+
+#include "slog.h"
+
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <stdarg.h>
+
+//  Commands beyond this many bytes of unsent output are dropped: a slow
+//  Redis must not grow our memory.
+#define RZ_MAX_OBUF (8 * 1024 * 1024)
+
+struct _rzloop_t {
+    zloop_t *loop;
+    char *host;
+    int port;
+    redisAsyncContext *ac; //  NULL while disconnected
+    bool connected;        //  the connect completed
+    int events;            //  ZMQ_POLLIN | ZMQ_POLLOUT the poller waits for
+    int fd;                //  fd of the poller, -1 if none
+    int retry_timer;       //  zloop timer id, -1 if none
+    rzloop_connect_fn *on_connect;
+    void *arg;
+    uint64_t dropped;
+    bool warned; //  the "Redis unreachable" warning was logged
+};
+
+static void s_connect(rzloop_t *self);
+
+static int s_on_ready(zloop_t *loop, zmq_pollitem_t *item, void *arg)
+{
+    rzloop_t *self = (rzloop_t *)arg;
+    if (!self->ac || self->fd != item->fd)
+        return 0; //  a stale poll result for a connection already gone
+    if (item->revents & (ZMQ_POLLIN | ZMQ_POLLERR))
+        redisAsyncHandleRead(self->ac);
+    //  The read may have freed the context (disconnect).
+    if (self->ac && (item->revents & ZMQ_POLLOUT))
+        redisAsyncHandleWrite(self->ac);
+    return 0;
+}
+
+static void s_update_poller(rzloop_t *self, int events)
+{
+    if (self->fd >= 0) {
+        zmq_pollitem_t old = {NULL, self->fd, 0, 0};
+        zloop_poller_end(self->loop, &old);
+        self->fd = -1;
+    }
+    self->events = events;
+    if (events && self->ac) {
+        zmq_pollitem_t item = {NULL, self->ac->c.fd, (short)events, 0};
+        if (zloop_poller(self->loop, &item, s_on_ready, self) == 0) {
+            zloop_poller_set_tolerant(self->loop, &item);
+            self->fd = self->ac->c.fd;
+        }
+    }
+}
+
+static void s_add_read(void *arg)
+{
+    rzloop_t *self = (rzloop_t *)arg;
+    if (!(self->events & ZMQ_POLLIN))
+        s_update_poller(self, self->events | ZMQ_POLLIN);
+}
+static void s_del_read(void *arg)
+{
+    rzloop_t *self = (rzloop_t *)arg;
+    if (self->events & ZMQ_POLLIN)
+        s_update_poller(self, self->events & ~ZMQ_POLLIN);
+}
+static void s_add_write(void *arg)
+{
+    rzloop_t *self = (rzloop_t *)arg;
+    if (!(self->events & ZMQ_POLLOUT))
+        s_update_poller(self, self->events | ZMQ_POLLOUT);
+}
+static void s_del_write(void *arg)
+{
+    rzloop_t *self = (rzloop_t *)arg;
+    if (self->events & ZMQ_POLLOUT)
+        s_update_poller(self, self->events & ~ZMQ_POLLOUT);
+}
+static void s_cleanup(void *arg)
+{
+    rzloop_t *self = (rzloop_t *)arg;
+    s_update_poller(self, 0);
+}
+
+static int s_retry(zloop_t *loop, int timer_id, void *arg)
+{
+    rzloop_t *self = (rzloop_t *)arg;
+    self->retry_timer = -1;
+    s_connect(self);
+    return 0;
+}
+
+static void s_schedule_retry(rzloop_t *self)
+{
+    if (self->retry_timer < 0)
+        self->retry_timer = zloop_timer(self->loop, 1000, 1, s_retry, self);
+}
+
+static void s_on_connected(const redisAsyncContext *ac, int status)
+{
+    rzloop_t *self = (rzloop_t *)ac->data;
+    if (status != REDIS_OK) {
+        //  hiredis frees the context after this callback.
+        if (!self->warned)
+            slog_warn("redis %s:%d unreachable (%s); state keys will be written when it returns",
+                      self->host, self->port, ac->errstr);
+        self->warned = true;
+        self->ac = NULL;
+        self->connected = false;
+        s_schedule_retry(self);
+        return;
+    }
+    self->connected = true;
+    self->warned = false;
+    slog_info("redis %s:%d connected", self->host, self->port);
+    if (self->on_connect)
+        self->on_connect(self, self->arg);
+}
+
+static void s_on_disconnected(const redisAsyncContext *ac, int status)
+{
+    rzloop_t *self = (rzloop_t *)ac->data;
+    if (!self)
+        return;
+    if (self->connected)
+        slog_warn("redis %s:%d connection lost%s%s", self->host, self->port,
+                  status == REDIS_OK ? "" : ": ", status == REDIS_OK ? "" : ac->errstr);
+    self->ac = NULL;
+    self->connected = false;
+    s_schedule_retry(self);
+}
+
+static void s_connect(rzloop_t *self)
+{
+    redisAsyncContext *ac = redisAsyncConnect(self->host, self->port);
+    if (!ac || ac->err) {
+        if (!self->warned)
+            slog_warn("redis %s:%d: %s", self->host, self->port, ac ? ac->errstr : "out of memory");
+        self->warned = true;
+        if (ac)
+            redisAsyncFree(ac);
+        s_schedule_retry(self);
+        return;
+    }
+    self->ac = ac;
+    ac->data = self;
+    ac->ev.data = self;
+    ac->ev.addRead = s_add_read;
+    ac->ev.delRead = s_del_read;
+    ac->ev.addWrite = s_add_write;
+    ac->ev.delWrite = s_del_write;
+    ac->ev.cleanup = s_cleanup;
+    redisAsyncSetConnectCallback(ac, s_on_connected);
+    redisAsyncSetDisconnectCallback(ac, s_on_disconnected);
+    //  The connect is in progress: its completion shows as writable.
+    s_add_write(self);
+}
+
+rzloop_t *rzloop_new(zloop_t *loop, const char *host, int port, rzloop_connect_fn *on_connect,
+                     void *arg)
+{
+    rzloop_t *self = (rzloop_t *)zmalloc(sizeof *self);
+    self->loop = loop;
+    self->host = strdup(host);
+    self->port = port;
+    self->fd = -1;
+    self->retry_timer = -1;
+    self->on_connect = on_connect;
+    self->arg = arg;
+    s_connect(self);
+    return self;
+}
+
+void rzloop_destroy(rzloop_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    rzloop_t *self = *self_p;
+    if (self->retry_timer >= 0)
+        zloop_timer_end(self->loop, self->retry_timer);
+    if (self->ac) {
+        redisAsyncContext *ac = self->ac;
+        ac->data = NULL; //  no disconnect callback into a freed self
+        self->ac = NULL;
+        redisAsyncFree(ac);
+    }
+    s_update_poller(self, 0);
+    free(self->host);
+    free(self);
+    *self_p = NULL;
+}
+
+bool rzloop_connected(rzloop_t *self)
+{
+    return self->ac && self->connected;
+}
+
+static bool s_can_send(rzloop_t *self)
+{
+    if (!rzloop_connected(self) || sdslen(self->ac->c.obuf) > RZ_MAX_OBUF) {
+        self->dropped++;
+        return false;
+    }
+    return true;
+}
+
+int rzloop_command_argv(rzloop_t *self, int argc, const char **argv, const size_t *argvlen)
+{
+    if (!s_can_send(self))
+        return -1;
+    return redisAsyncCommandArgv(self->ac, NULL, NULL, argc, argv, argvlen) == REDIS_OK ? 0 : -1;
+}
+
+int rzloop_command(rzloop_t *self, const char *format, ...)
+{
+    if (!s_can_send(self))
+        return -1;
+    va_list ap;
+    va_start(ap, format);
+    int rc = redisvAsyncCommand(self->ac, NULL, NULL, format, ap);
+    va_end(ap);
+    return rc == REDIS_OK ? 0 : -1;
+}
+
+uint64_t rzloop_dropped(rzloop_t *self)
+{
+    return self->dropped;
+}
+
+void rzloop_flush(rzloop_t *self, int timeout_ms)
+{
+    int64_t end = zclock_mono() + timeout_ms;
+    while (self->ac && self->connected && sdslen(self->ac->c.obuf) > 0 && zclock_mono() < end) {
+        zmq_pollitem_t item = {NULL, self->ac->c.fd, ZMQ_POLLOUT, 0};
+        if (zmq_poll(&item, 1, 50) > 0)
+            redisAsyncHandleWrite(self->ac);
+    }
+}

@@ -1,0 +1,1129 @@
+/*  ioserver: the I/O server engine. See ioserver.h.
+
+    One zloop drives everything:
+    - a 10 ms tick runs the connect window (start attempts, expire them), sends
+      due requests, expires replies, and flushes the value batch;
+    - one poller per device socket (POLLOUT while connecting, POLLIN after);
+    - the control socket (ROUTER) for writes and status;
+    - hiredis's connection (rzloop), fire-and-forget;
+    - a timer every ping_time refreshes Redis and checks the window's health.
+    A device has at most one request outstanding. Its tags are planned into
+    blocks (mbplan) per scan period; a block is read when due.
+
+    zloop stops dispatching after a poller is added or removed and may hand a
+    handler a poll result of a socket already closed, so every handler first
+    checks the descriptor is still the device's.
+*/
+#include "ioserver.h"
+
+#include "connect_window.h"
+#include "mbplan.h"
+#include "mbtcp.h"
+#include "mclock.h"
+#include "reply_deadline.h"
+#include "rzloop.h"
+#include "scada.pb-c.h"
+#include "slog.h"
+#include "tagval.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <math.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define TICK_MS     10
+#define BATCH_MAX   512 //  values per published message
+#define WRITE_QUEUE 64  //  writes waiting per device at most
+#define TCP_BITS    8   //  bits per byte on a TCP link with a configured speed
+
+typedef enum { DEV_DOWN = 0, DEV_CONNECTING, DEV_ONLINE } dev_conn_t;
+
+typedef struct {
+    site_tag_t *cfg;
+    double value;       //  last value read (engineering units)
+    int64_t ts;         //  its source timestamp, wall ms
+    int quality;        //  SCADA__QUALITY__*
+    const char *reason; //  why quality is not good (static text)
+    bool have;          //  a value was ever read
+    bool published;     //  something was ever published
+    double pub_value;   //  what subscribers last saw
+    int pub_quality;
+} s_tag_t;
+
+typedef struct {
+    uint32_t scan_ms;
+    mbplan_t *plan;
+    int64_t *due; //  per block: next time it is due (mono ms)
+} s_class_t;
+
+typedef struct {
+    zmsg_t *envelope; //  routing frames of the requester
+    uint64_t id;      //  request id to echo
+    s_tag_t *tag;
+    uint16_t regs[2];
+    int bit;
+} s_write_t;
+
+typedef struct {
+    bool active;
+    bool is_write;
+    size_t cls, blk;  //  read: which block
+    s_write_t *write; //  write: owned while active
+    mb_request_t req;
+    int64_t sent, deadline;
+} s_pending_t;
+
+typedef struct _s_device_t {
+    ioserver_t *server;
+    site_device_t *cfg;
+    int index;
+    int cw_id;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    bool addr_ok;
+    int fd;
+    dev_conn_t conn;
+    uint8_t rx[MB_MAX_ADU_LEN * 2];
+    size_t rxlen;
+    uint16_t next_tid;
+    s_pending_t pending;
+    s_class_t *classes;
+    size_t nclasses;
+    s_tag_t *tags;
+    zlist_t *writes; //  of s_write_t, waiting
+    uint32_t consecutive_read_timeouts;
+    int64_t last_ok_ms; //  wall ms of the last good reply
+    char last_error[160];
+    const char *redis_state; //  state last written to Redis
+    bool redis_dirty;        //  fields changed since last write
+    uint64_t requests, replies, read_timeouts, bad_replies, exceptions;
+} s_device_t;
+
+struct _ioserver_t {
+    site_t *site;
+    site_ioserver_t *cfg;
+    zloop_t *loop;
+    zsock_t *pub;
+    zsock_t *control;
+    rzloop_t *redis;
+    cw_t *cw;
+    s_device_t *devices;
+    size_t ndevices;
+    s_device_t **by_cw; //  cw id -> device
+    char *prefix;       //  "scada:<site>:ioserver:<name>"
+    int64_t started_wall;
+    bool starved;
+    //  Value batch being built
+    Scada__Value *batch;
+    Scada__Value **batch_ptrs;
+    size_t nbatch;
+    uint64_t value_seq, event_seq;
+    int64_t next_integrity;
+    //  Counters
+    uint64_t values_published, events_published, bad_frames, bad_requests, writes_ok, writes_failed;
+    bool fatal;
+};
+
+static void s_device_close(s_device_t *dev, const char *why, bool lost);
+
+//  --------------------------------------------------------------------------
+//  Publishing
+
+static void s_batch_flush(ioserver_t *self, bool integrity)
+{
+    if (self->nbatch == 0)
+        return;
+    Scada__ValueBatch msg = SCADA__VALUE_BATCH__INIT;
+    msg.ioserver = self->cfg->name;
+    msg.n_values = self->nbatch;
+    msg.values = self->batch_ptrs;
+    msg.has_integrity = integrity;
+    msg.integrity = integrity;
+    size_t len = scada__value_batch__get_packed_size(&msg);
+    uint8_t *buf = (uint8_t *)malloc(len);
+    scada__value_batch__pack(&msg, buf);
+    zsock_send(self->pub, "sb", "V", buf, len);
+    free(buf);
+    self->values_published += self->nbatch;
+    self->nbatch = 0;
+}
+
+static void s_batch_add(ioserver_t *self, s_tag_t *tag, bool integrity)
+{
+    if (self->nbatch == BATCH_MAX)
+        s_batch_flush(self, integrity);
+    Scada__Value *v = &self->batch[self->nbatch];
+    scada__value__init(v);
+    v->tag = tag->cfg->name;
+    if (tag->have) {
+        v->has_number = true;
+        v->number = tag->value;
+    }
+    v->quality = (Scada__Quality)tag->quality;
+    v->source_ts_ms = tag->ts;
+    v->seq = ++self->value_seq;
+    if (tag->quality != SCADA__QUALITY__GOOD && tag->reason)
+        v->reason = (char *)tag->reason;
+    self->batch_ptrs[self->nbatch] = v;
+    self->nbatch++;
+    tag->published = true;
+    tag->pub_value = tag->value;
+    tag->pub_quality = tag->quality;
+}
+
+//  Record a new reading or quality for a tag and queue it for publishing if
+//  subscribers would see a difference (quality change, or a value change
+//  beyond the tag's deadband).
+static void s_tag_update(ioserver_t *self, s_tag_t *tag, bool has_value, double value, int quality,
+                         int64_t ts, const char *reason)
+{
+    if (has_value) {
+        tag->value = value;
+        tag->ts = ts;
+        tag->have = true;
+    } else if (!tag->have)
+        tag->ts = ts;
+    tag->quality = quality;
+    tag->reason = reason;
+    bool changed = !tag->published || tag->pub_quality != quality;
+    if (!changed && has_value) {
+        double delta = fabs(value - tag->pub_value);
+        changed = tag->cfg->deadband > 0 ? delta > tag->cfg->deadband : value != tag->pub_value;
+    }
+    if (changed)
+        s_batch_add(self, tag, false);
+}
+
+static void s_publish_event(ioserver_t *self, Scada__Event__Kind kind, s_device_t *dev, int state,
+                            const char *reason)
+{
+    Scada__Event ev = SCADA__EVENT__INIT;
+    ev.kind = kind;
+    ev.ioserver = self->cfg->name;
+    if (dev) {
+        ev.device = dev->cfg->name;
+        ev.channel = dev->cfg->channel->name;
+    }
+    if (state >= 0) {
+        ev.has_device_state = true;
+        ev.device_state = (Scada__DeviceState)state;
+    }
+    ev.reason = (char *)reason;
+    ev.ts_ms = mclock_wall_ms();
+    ev.seq = ++self->event_seq;
+    Scada__Event *evs[1] = {&ev};
+    Scada__EventBatch batch = SCADA__EVENT_BATCH__INIT;
+    batch.n_events = 1;
+    batch.events = evs;
+    size_t len = scada__event_batch__get_packed_size(&batch);
+    uint8_t *buf = (uint8_t *)malloc(len);
+    scada__event_batch__pack(&batch, buf);
+    zsock_send(self->pub, "sb", "E", buf, len);
+    free(buf);
+    self->events_published++;
+}
+
+//  --------------------------------------------------------------------------
+//  Redis state
+
+static int64_t s_ttl_ms(ioserver_t *self)
+{
+    int64_t ttl = 3 * (int64_t)self->site->ping_time_ms;
+    return ttl < 1000 ? 1000 : ttl;
+}
+
+static const char *s_device_state(ioserver_t *self, s_device_t *dev, int64_t now)
+{
+    if (!dev->addr_ok)
+        return "failed";
+    return cw_state_name(cw_state(self->cw, dev->cw_id, now));
+}
+
+static void s_redis_device(ioserver_t *self, s_device_t *dev, int64_t now, bool full)
+{
+    const char *state = s_device_state(self, dev, now);
+    char key[512];
+    snprintf(key, sizeof key, "%s:device:%s", self->prefix, dev->cfg->name);
+    if (full || dev->redis_dirty || state != dev->redis_state) {
+        rzloop_command(self->redis,
+                       "HSET %s state %s last_ok_ms %lld last_error %s channel %s address %s:%u "
+                       "unit %u connect_ms %u failures %u requests %llu timeouts %llu "
+                       "bad_replies %llu exceptions %llu",
+                       key, state, (long long)dev->last_ok_ms, dev->last_error,
+                       dev->cfg->channel->name, dev->cfg->host ? dev->cfg->host : "",
+                       (unsigned)dev->cfg->port, (unsigned)dev->cfg->unit,
+                       cw_connect_ms(self->cw, dev->cw_id), cw_failures(self->cw, dev->cw_id),
+                       (unsigned long long)dev->requests, (unsigned long long)dev->read_timeouts,
+                       (unsigned long long)dev->bad_replies, (unsigned long long)dev->exceptions);
+        dev->redis_state = state;
+        dev->redis_dirty = false;
+    }
+    rzloop_command(self->redis, "PEXPIRE %s %lld", key, (long long)s_ttl_ms(self));
+}
+
+static void s_redis_server(ioserver_t *self, const char *state, int64_t now)
+{
+    cw_stats_t st;
+    cw_stats(self->cw, now, &st);
+    rzloop_command(self->redis,
+                   "HSET %s state %s pid %d devices_online %zu devices_total %zu "
+                   "connect_in_flight %zu connect_queued %zu connect_window %u connect_starved %d "
+                   "dead_probe_lag_ms %lld connect_attempts %llu connect_timeouts %llu "
+                   "values_published %llu bad_frames %llu started_ms %lld updated_ms %lld",
+                   self->prefix, state, (int)getpid(), st.online, self->ndevices, st.in_flight,
+                   st.queued, self->cfg->connect_window, st.starved ? 1 : 0,
+                   (long long)st.dead_lag_ms, (unsigned long long)st.attempts,
+                   (unsigned long long)st.timeouts, (unsigned long long)self->values_published,
+                   (unsigned long long)self->bad_frames, (long long)self->started_wall,
+                   (long long)mclock_wall_ms());
+    rzloop_command(self->redis, "PEXPIRE %s %lld", self->prefix, (long long)s_ttl_ms(self));
+}
+
+static void s_redis_refresh(ioserver_t *self, bool full)
+{
+    if (!rzloop_connected(self->redis))
+        return;
+    int64_t now = mclock_mono_ms();
+    s_redis_server(self, "running", now);
+    for (size_t i = 0; i < self->ndevices; i++)
+        s_redis_device(self, &self->devices[i], now, full);
+}
+
+static void s_on_redis_connect(rzloop_t *redis, void *arg)
+{
+    //  Redis (re)started or came back: rewrite everything.
+    s_redis_refresh((ioserver_t *)arg, true);
+}
+
+//  --------------------------------------------------------------------------
+//  Devices
+
+static void s_device_error(s_device_t *dev, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void s_device_error(s_device_t *dev, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(dev->last_error, sizeof dev->last_error, fmt, ap);
+    va_end(ap);
+    dev->redis_dirty = true;
+}
+
+//  Mark every tag of a device with a bad quality (keeping its last value).
+static void s_device_tags_bad(s_device_t *dev, int quality, const char *reason)
+{
+    int64_t now = mclock_wall_ms();
+    for (size_t i = 0; i < dev->cfg->ntags; i++)
+        s_tag_update(dev->server, &dev->tags[i], false, 0, quality, now, reason);
+}
+
+static void s_reply_write(ioserver_t *self, s_write_t *w, const char *error)
+{
+    Scada__IoReply reply = SCADA__IO_REPLY__INIT;
+    reply.id = w->id;
+    reply.status = error ? SCADA__IO_REPLY__STATUS__ERROR : SCADA__IO_REPLY__STATUS__OK;
+    reply.error = (char *)error;
+    size_t len = scada__io_reply__get_packed_size(&reply);
+    zmsg_t *msg = w->envelope;
+    w->envelope = NULL;
+    zframe_t *frame = zframe_new(NULL, len);
+    scada__io_reply__pack(&reply, zframe_data(frame));
+    zmsg_append(msg, &frame);
+    zmsg_send(&msg, self->control);
+    if (error)
+        self->writes_failed++;
+    else
+        self->writes_ok++;
+}
+
+static void s_write_destroy(s_write_t **w_p)
+{
+    if (*w_p) {
+        zmsg_destroy(&(*w_p)->envelope);
+        free(*w_p);
+        *w_p = NULL;
+    }
+}
+
+static void s_fail_writes(s_device_t *dev, const char *error)
+{
+    s_write_t *w;
+    while ((w = (s_write_t *)zlist_pop(dev->writes))) {
+        s_reply_write(dev->server, w, error);
+        s_write_destroy(&w);
+    }
+}
+
+static void s_device_close(s_device_t *dev, const char *why, bool lost)
+{
+    ioserver_t *self = dev->server;
+    if (dev->fd >= 0) {
+        zmq_pollitem_t item = {NULL, dev->fd, 0, 0};
+        zloop_poller_end(self->loop, &item);
+        close(dev->fd);
+        dev->fd = -1;
+    }
+    if (dev->pending.active && dev->pending.is_write) {
+        s_reply_write(self, dev->pending.write, "connection to the device lost");
+        s_write_destroy(&dev->pending.write);
+    }
+    dev->pending.active = false;
+    dev->rxlen = 0;
+    bool was_online = dev->conn == DEV_ONLINE;
+    dev->conn = DEV_DOWN;
+    if (was_online) {
+        slog_warn("device %s offline: %s", dev->cfg->name, why);
+        s_device_error(dev, "%s", why);
+        s_device_tags_bad(dev, SCADA__QUALITY__BAD_NO_COMM, why);
+        s_fail_writes(dev, "device offline");
+        s_publish_event(self, SCADA__EVENT__KIND__DEVICE_STATE, dev, SCADA__DEVICE_STATE__OFFLINE,
+                        why);
+        if (lost)
+            cw_lost(self->cw, dev->cw_id, mclock_mono_ms());
+    }
+}
+
+static int s_on_device_io(zloop_t *loop, zmq_pollitem_t *item, void *arg);
+
+static void s_device_set_poller(s_device_t *dev, short events)
+{
+    zmq_pollitem_t item = {NULL, dev->fd, 0, 0};
+    zloop_poller_end(dev->server->loop, &item);
+    item.events = events;
+    zloop_poller(dev->server->loop, &item, s_on_device_io, dev);
+    zloop_poller_set_tolerant(dev->server->loop, &item);
+}
+
+static void s_device_online(s_device_t *dev, int64_t now)
+{
+    ioserver_t *self = dev->server;
+    cw_connected(self->cw, dev->cw_id, now);
+    dev->conn = DEV_ONLINE;
+    dev->consecutive_read_timeouts = 0;
+    dev->rxlen = 0;
+    s_device_set_poller(dev, ZMQ_POLLIN);
+    slog_info("device %s online (%s:%u, connect %u ms)", dev->cfg->name, dev->cfg->host,
+              (unsigned)dev->cfg->port, cw_connect_ms(self->cw, dev->cw_id));
+    s_publish_event(self, SCADA__EVENT__KIND__DEVICE_STATE, dev, SCADA__DEVICE_STATE__ONLINE, NULL);
+    dev->last_error[0] = 0;
+    dev->redis_dirty = true;
+    //  Everything is due now: fresh values after a reconnect.
+    for (size_t c = 0; c < dev->nclasses; c++)
+        for (size_t b = 0; b < dev->classes[c].plan->nblocks; b++)
+            dev->classes[c].due[b] = now;
+}
+
+static void s_connect_failed(s_device_t *dev, int err)
+{
+    s_device_error(dev, "connect: %s", strerror(err));
+    slog_debug("device %s connect failed: %s", dev->cfg->name, strerror(err));
+    if (dev->fd >= 0) {
+        zmq_pollitem_t item = {NULL, dev->fd, 0, 0};
+        zloop_poller_end(dev->server->loop, &item);
+        close(dev->fd);
+        dev->fd = -1;
+    }
+    dev->conn = DEV_DOWN;
+    cw_failed(dev->server->cw, dev->cw_id, mclock_mono_ms());
+}
+
+static void s_connect_start(s_device_t *dev, int64_t now)
+{
+    int fd = socket(dev->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        s_device_error(dev, "socket: %s", strerror(errno));
+        cw_failed(dev->server->cw, dev->cw_id, now);
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    dev->fd = fd;
+    dev->conn = DEV_CONNECTING;
+    if (connect(fd, (struct sockaddr *)&dev->addr, dev->addrlen) == 0) {
+        s_device_online(dev, now);
+        return;
+    }
+    if (errno != EINPROGRESS) {
+        s_connect_failed(dev, errno);
+        return;
+    }
+    s_device_set_poller(dev, ZMQ_POLLOUT);
+}
+
+//  Send the next due request of an idle online device, if any.
+static void s_device_send(s_device_t *dev, int64_t now)
+{
+    uint8_t buf[MB_MAX_ADU_LEN];
+    int len = -1;
+    s_pending_t *p = &dev->pending;
+    s_write_t *w = (s_write_t *)zlist_first(dev->writes);
+    if (w) {
+        zlist_pop(dev->writes);
+        site_tag_t *t = w->tag->cfg;
+        uint16_t tid = dev->next_tid++;
+        if (t->area == SITE_AREA_CO)
+            len = mb_encode_write_single_coil(buf, sizeof buf, &p->req, tid, dev->cfg->unit,
+                                              t->address, w->bit != 0);
+        else if (site_type_width(t->type) == 1)
+            len = mb_encode_write_single_register(buf, sizeof buf, &p->req, tid, dev->cfg->unit,
+                                                  t->address, w->regs[0]);
+        else
+            len = mb_encode_write_multiple_registers(buf, sizeof buf, &p->req, tid, dev->cfg->unit,
+                                                     t->address, w->regs, 2);
+        p->is_write = true;
+        p->write = w;
+    } else {
+        //  The most overdue block goes first.
+        int64_t best = INT64_MAX;
+        size_t bc = 0, bb = 0;
+        for (size_t c = 0; c < dev->nclasses; c++)
+            for (size_t b = 0; b < dev->classes[c].plan->nblocks; b++)
+                if (dev->classes[c].due[b] <= now && dev->classes[c].due[b] < best) {
+                    best = dev->classes[c].due[b];
+                    bc = c;
+                    bb = b;
+                }
+        if (best == INT64_MAX)
+            return;
+        mbplan_block_t *blk = &dev->classes[bc].plan->blocks[bb];
+        static const uint8_t fcs[] = {MB_FC_READ_COILS, MB_FC_READ_DISCRETE_INPUTS,
+                                      MB_FC_READ_HOLDING, MB_FC_READ_INPUT};
+        len = mb_encode_read(buf, sizeof buf, &p->req, dev->next_tid++, dev->cfg->unit,
+                             fcs[blk->area], blk->start, blk->count);
+        p->is_write = false;
+        p->cls = bc;
+        p->blk = bb;
+        //  Next due one period after this one was due, but never in the past:
+        //  a slow device skips scans instead of bursting to catch up.
+        int64_t next = dev->classes[bc].due[bb] + dev->classes[bc].scan_ms;
+        dev->classes[bc].due[bb] = next > now ? next : now + dev->classes[bc].scan_ms;
+    }
+    assert(len > 0);
+    //  Expected reply size, for the transmission-time term of the deadline.
+    size_t reply_len = 12;
+    if (!p->is_write) {
+        bool bits = p->req.fc == MB_FC_READ_COILS || p->req.fc == MB_FC_READ_DISCRETE_INPUTS;
+        reply_len = 9 + (bits ? (p->req.count + 7u) / 8u : 2u * p->req.count);
+    }
+    site_channel_t *ch = dev->cfg->channel;
+    p->active = true;
+    p->sent = now;
+    p->deadline = reply_deadline(now, ch->standard_reply_delay_ms, ch->baud, TCP_BITS, (size_t)len,
+                                 reply_len);
+    dev->requests++;
+    ssize_t n = send(dev->fd, buf, (size_t)len, MSG_NOSIGNAL);
+    if (n != len) {
+        //  A request of a few bytes that the socket does not take at once: the
+        //  peer is not reading or the connection broke.
+        s_device_close(dev, n < 0 ? strerror(errno) : "send buffer full", true);
+    }
+}
+
+//  A complete ADU arrived for the outstanding request.
+static void s_device_reply(s_device_t *dev, const uint8_t *adu, size_t len)
+{
+    ioserver_t *self = dev->server;
+    s_pending_t *p = &dev->pending;
+    if (!p->active) {
+        self->bad_frames++;
+        dev->bad_replies++;
+        slog_debug("device %s: reply with no request outstanding, dropped", dev->cfg->name);
+        return;
+    }
+    mb_reply_t reply;
+    const char *why = NULL;
+    int rc = mb_decode_reply(adu, len, &p->req, &reply, &why);
+    if (rc == MB_EMISMATCH && len >= 2 && (uint16_t)(adu[0] << 8 | adu[1]) != p->req.tid) {
+        //  Most often a late reply to a request that already timed out: drop
+        //  it and keep waiting for the right one.
+        self->bad_frames++;
+        dev->bad_replies++;
+        slog_debug("device %s: reply with transaction id %u, waiting for %u: dropped",
+                   dev->cfg->name, (unsigned)(adu[0] << 8 | adu[1]), (unsigned)p->req.tid);
+        return;
+    }
+    int64_t wall = mclock_wall_ms();
+    p->active = false;
+    dev->consecutive_read_timeouts = 0;
+    if (rc == MB_OK || rc == MB_EXCEPTION) {
+        dev->replies++;
+        dev->last_ok_ms = wall;
+        dev->redis_dirty = true;
+    }
+    if (p->is_write) {
+        s_write_t *w = p->write;
+        p->write = NULL;
+        if (rc == MB_OK) {
+            s_reply_write(self, w, NULL);
+            //  Read the written tag back soon.
+            for (size_t c = 0; c < dev->nclasses; c++)
+                for (size_t b = 0; b < dev->classes[c].plan->nblocks; b++) {
+                    mbplan_block_t *blk = &dev->classes[c].plan->blocks[b];
+                    if (blk->area == w->tag->cfg->area && w->tag->cfg->address >= blk->start &&
+                        w->tag->cfg->address < blk->start + blk->count)
+                        dev->classes[c].due[b] = mclock_mono_ms();
+                }
+        } else {
+            char msg[200];
+            snprintf(msg, sizeof msg, "device refused the write: %s",
+                     rc == MB_EXCEPTION ? mb_exception_text(reply.exception) : why);
+            s_reply_write(self, w, msg);
+        }
+        s_write_destroy(&w);
+        return;
+    }
+    mbplan_t *plan = dev->classes[p->cls].plan;
+    mbplan_block_t *blk = &plan->blocks[p->blk];
+    if (rc != MB_OK) {
+        int quality = rc == MB_EXCEPTION ? SCADA__QUALITY__BAD_CONFIG : SCADA__QUALITY__BAD_DEVICE;
+        const char *reason = rc == MB_EXCEPTION ? mb_exception_text(reply.exception) : why;
+        if (rc == MB_EXCEPTION)
+            dev->exceptions++;
+        else {
+            dev->bad_replies++;
+            self->bad_frames++;
+        }
+        s_device_error(dev, "%s %u+%u: %s", site_area_name(blk->area), (unsigned)blk->start,
+                       (unsigned)blk->count, reason);
+        slog_warn("device %s: %s %u+%u: %s", dev->cfg->name, site_area_name(blk->area),
+                  (unsigned)blk->start, (unsigned)blk->count, reason);
+        for (size_t i = 0; i < blk->ntags; i++) {
+            site_tag_t *t = plan->tags[blk->first + i];
+            s_tag_update(self, &dev->tags[t - dev->cfg->tags], false, 0, quality, wall, reason);
+        }
+        return;
+    }
+    for (size_t i = 0; i < blk->ntags; i++) {
+        site_tag_t *t = plan->tags[blk->first + i];
+        s_tag_t *tag = &dev->tags[t - dev->cfg->tags];
+        size_t off = t->address - blk->start;
+        double v;
+        if (t->area == SITE_AREA_CO || t->area == SITE_AREA_DI)
+            v = tagval_from_bit(t, mb_reply_bit(&reply, off));
+        else {
+            uint16_t regs[2] = {mb_reply_register(&reply, off), 0};
+            if (site_type_width(t->type) == 2)
+                regs[1] = mb_reply_register(&reply, off + 1);
+            v = tagval_from_registers(t, regs);
+        }
+        if (tagval_is_finite(v))
+            s_tag_update(self, tag, true, v, SCADA__QUALITY__GOOD, wall, NULL);
+        else
+            s_tag_update(self, tag, false, 0, SCADA__QUALITY__BAD_DEVICE, wall,
+                         "value is not a finite number");
+    }
+}
+
+static int s_on_device_io(zloop_t *loop, zmq_pollitem_t *item, void *arg)
+{
+    s_device_t *dev = (s_device_t *)arg;
+    if (dev->fd < 0 || dev->fd != item->fd)
+        return 0; //  stale poll result
+    int64_t now = mclock_mono_ms();
+    if (dev->conn == DEV_CONNECTING) {
+        if (!(item->revents & (ZMQ_POLLOUT | ZMQ_POLLERR)))
+            return 0;
+        int err = 0;
+        socklen_t len = sizeof err;
+        getsockopt(dev->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        struct sockaddr_storage peer;
+        socklen_t plen = sizeof peer;
+        if (err == 0 && getpeername(dev->fd, (struct sockaddr *)&peer, &plen) != 0)
+            err = errno == ENOTCONN ? 0 : errno; //  still in progress: wait
+        if (err == 0 && plen > 0 && getpeername(dev->fd, (struct sockaddr *)&peer, &plen) == 0)
+            s_device_online(dev, now);
+        else if (err)
+            s_connect_failed(dev, err);
+        return 0;
+    }
+    if (dev->conn != DEV_ONLINE)
+        return 0;
+    ssize_t n = recv(dev->fd, dev->rx + dev->rxlen, sizeof dev->rx - dev->rxlen, 0);
+    if (n == 0) {
+        s_device_close(dev, "connection closed by the device", true);
+        return 0;
+    }
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            s_device_close(dev, strerror(errno), true);
+        return 0;
+    }
+    dev->rxlen += (size_t)n;
+    for (;;) {
+        int flen = mb_frame_length(dev->rx, dev->rxlen);
+        if (flen == 0)
+            break;
+        if (flen < 0) {
+            //  The stream cannot be resynchronised: start a new connection.
+            dev->server->bad_frames++;
+            dev->bad_replies++;
+            if (dev->pending.active && !dev->pending.is_write) {
+                mbplan_t *plan = dev->classes[dev->pending.cls].plan;
+                mbplan_block_t *blk = &plan->blocks[dev->pending.blk];
+                for (size_t i = 0; i < blk->ntags; i++) {
+                    site_tag_t *t = plan->tags[blk->first + i];
+                    s_tag_update(dev->server, &dev->tags[t - dev->cfg->tags], false, 0,
+                                 SCADA__QUALITY__BAD_DEVICE, mclock_wall_ms(),
+                                 "malformed Modbus TCP header");
+                }
+            }
+            slog_warn("device %s: malformed Modbus TCP header, reconnecting", dev->cfg->name);
+            s_device_close(dev, "malformed Modbus TCP header", true);
+            return 0;
+        }
+        s_device_reply(dev, dev->rx, (size_t)flen);
+        if (dev->fd < 0)
+            return 0;
+        memmove(dev->rx, dev->rx + flen, dev->rxlen - (size_t)flen);
+        dev->rxlen -= (size_t)flen;
+    }
+    if (!dev->pending.active)
+        s_device_send(dev, now);
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Tick: connect window, requests, deadlines, batch flush.
+
+static int s_on_tick(zloop_t *loop, int timer_id, void *arg)
+{
+    ioserver_t *self = (ioserver_t *)arg;
+    int64_t now = mclock_mono_ms();
+    int id;
+    uint32_t timeout;
+    while (cw_expired(self->cw, now, &id)) {
+        s_device_t *dev = self->by_cw[id];
+        s_device_error(dev, "connect timed out");
+        if (dev->fd >= 0) {
+            zmq_pollitem_t item = {NULL, dev->fd, 0, 0};
+            zloop_poller_end(loop, &item);
+            close(dev->fd);
+            dev->fd = -1;
+        }
+        dev->conn = DEV_DOWN;
+    }
+    while (cw_start(self->cw, now, &id, &timeout))
+        s_connect_start(self->by_cw[id], now);
+    for (size_t i = 0; i < self->ndevices; i++) {
+        s_device_t *dev = &self->devices[i];
+        if (dev->conn != DEV_ONLINE)
+            continue;
+        s_pending_t *p = &dev->pending;
+        if (p->active && now >= p->deadline) {
+            dev->read_timeouts++;
+            dev->consecutive_read_timeouts++;
+            s_device_error(dev, "no reply within %lld ms (%u in a row)",
+                           (long long)(p->deadline - p->sent), dev->consecutive_read_timeouts);
+            p->active = false;
+            if (p->is_write) {
+                s_reply_write(self, p->write, "no reply from the device by the deadline");
+                s_write_destroy(&p->write);
+            }
+            if (dev->consecutive_read_timeouts >= dev->cfg->channel->max_read_timeouts) {
+                char why[96];
+                snprintf(why, sizeof why, "%u consecutive read timeouts",
+                         dev->consecutive_read_timeouts);
+                s_device_close(dev, why, true);
+                continue;
+            }
+        }
+        if (!p->active)
+            s_device_send(dev, now);
+    }
+    if (now >= self->next_integrity) {
+        s_batch_flush(self, false);
+        for (size_t i = 0; i < self->ndevices; i++)
+            for (size_t t = 0; t < self->devices[i].cfg->ntags; t++)
+                if (self->devices[i].tags[t].published)
+                    s_batch_add(self, &self->devices[i].tags[t], true);
+        s_batch_flush(self, true);
+        self->next_integrity = now + self->cfg->integrity_ms;
+    }
+    s_batch_flush(self, false);
+    return 0;
+}
+
+static int s_on_ping(zloop_t *loop, int timer_id, void *arg)
+{
+    ioserver_t *self = (ioserver_t *)arg;
+    int64_t now = mclock_mono_ms();
+    cw_stats_t st;
+    cw_stats(self->cw, now, &st);
+    if (st.starved != self->starved) {
+        self->starved = st.starved;
+        if (st.starved)
+            slog_warn("connect window %u cannot probe the %zu dead devices every %u ms: the "
+                      "longest-waiting one is %lld ms overdue (raise connect_window or "
+                      "reconnect_max_ms, or lower connect_timeout_ms)",
+                      self->cfg->connect_window, st.dead, self->cfg->reconnect_max_ms,
+                      (long long)st.dead_lag_ms);
+        else
+            slog_info("connect window keeps up with the dead devices again");
+        s_publish_event(self, SCADA__EVENT__KIND__CONNECT_STARVED, NULL, -1,
+                        st.starved ? "starved" : "recovered");
+    }
+    s_redis_refresh(self, false);
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Control socket
+
+static s_device_t *s_find_tag(ioserver_t *self, const char *name, s_tag_t **tag_p)
+{
+    site_tag_t *t = site_tag(self->site, name);
+    if (!t)
+        return NULL;
+    for (size_t i = 0; i < self->ndevices; i++)
+        if (self->devices[i].cfg == t->device) {
+            *tag_p = &self->devices[i].tags[t - t->device->tags];
+            return &self->devices[i];
+        }
+    return NULL;
+}
+
+static void s_reply(ioserver_t *self, zmsg_t *envelope, uint64_t id, const char *error,
+                    const char *json)
+{
+    Scada__IoReply reply = SCADA__IO_REPLY__INIT;
+    reply.id = id;
+    reply.status = error ? SCADA__IO_REPLY__STATUS__ERROR : SCADA__IO_REPLY__STATUS__OK;
+    reply.error = (char *)error;
+    reply.status_json = (char *)json;
+    size_t len = scada__io_reply__get_packed_size(&reply);
+    zframe_t *frame = zframe_new(NULL, len);
+    scada__io_reply__pack(&reply, zframe_data(frame));
+    zmsg_append(envelope, &frame);
+    zmsg_send(&envelope, self->control);
+}
+
+static char *s_status_json(ioserver_t *self)
+{
+    int64_t now = mclock_mono_ms();
+    cw_stats_t st;
+    cw_stats(self->cw, now, &st);
+    return zsys_sprintf(
+        "{\"ioserver\":\"%s\",\"devices_total\":%zu,\"devices_online\":%zu,"
+        "\"connect_in_flight\":%zu,\"connect_queued\":%zu,\"connect_starved\":%s,"
+        "\"dead_probe_lag_ms\":%lld,\"connect_attempts\":%llu,\"connect_timeouts\":%llu,"
+        "\"values_published\":%llu,\"events_published\":%llu,\"bad_frames\":%llu,"
+        "\"bad_requests\":%llu,\"writes_ok\":%llu,\"writes_failed\":%llu,\"redis_dropped\":%llu}",
+        self->cfg->name, self->ndevices, st.online, st.in_flight, st.queued,
+        st.starved ? "true" : "false", (long long)st.dead_lag_ms, (unsigned long long)st.attempts,
+        (unsigned long long)st.timeouts, (unsigned long long)self->values_published,
+        (unsigned long long)self->events_published, (unsigned long long)self->bad_frames,
+        (unsigned long long)self->bad_requests, (unsigned long long)self->writes_ok,
+        (unsigned long long)self->writes_failed, (unsigned long long)rzloop_dropped(self->redis));
+}
+
+static int s_on_control(zloop_t *loop, zsock_t *sock, void *arg)
+{
+    ioserver_t *self = (ioserver_t *)arg;
+    zmsg_t *msg = zmsg_recv(sock);
+    if (!msg)
+        return 0;
+    //  Envelope: routing id, an empty delimiter if the peer is a REQ, then
+    //  one frame with the request.
+    zframe_t *body = zmsg_last(msg);
+    if (zmsg_size(msg) < 2) {
+        self->bad_requests++;
+        zmsg_destroy(&msg);
+        return 0;
+    }
+    body = zmsg_pop(msg); //  routing id
+    zmsg_t *envelope = zmsg_new();
+    zmsg_append(envelope, &body);
+    while (zmsg_size(msg) > 1) {
+        zframe_t *f = zmsg_pop(msg);
+        zmsg_append(envelope, &f);
+    }
+    body = zmsg_pop(msg);
+    zmsg_destroy(&msg);
+    Scada__IoRequest *req = scada__io_request__unpack(NULL, zframe_size(body), zframe_data(body));
+    zframe_destroy(&body);
+    if (!req) {
+        self->bad_requests++;
+        slog_warn("control: malformed request dropped (not an IoRequest; %llu so far)",
+                  (unsigned long long)self->bad_requests);
+        s_reply(self, envelope, 0, "malformed request: not a scada.IoRequest", NULL);
+        return 0;
+    }
+    if (req->kind == SCADA__IO_REQUEST__KIND__STATUS) {
+        char *json = s_status_json(self);
+        s_reply(self, envelope, req->id, NULL, json);
+        zstr_free(&json);
+    } else if (req->kind == SCADA__IO_REQUEST__KIND__WRITE) {
+        s_tag_t *tag = NULL;
+        s_device_t *dev = req->tag ? s_find_tag(self, req->tag, &tag) : NULL;
+        const char *why = NULL;
+        s_write_t w = {0};
+        if (!req->tag || !req->has_value)
+            why = "write needs tag and value";
+        else if (!dev)
+            why = site_tag(self->site, req->tag) ? "tag not served by this I/O server"
+                                                 : "no such tag";
+        else if (!tag->cfg->writable)
+            why = "tag is read-only";
+        else if (dev->conn != DEV_ONLINE)
+            why = "device offline";
+        else if (zlist_size(dev->writes) >= WRITE_QUEUE)
+            why = "too many writes waiting for this device";
+        else if (tag->cfg->area == SITE_AREA_CO) {
+            if (tagval_to_bit(tag->cfg, req->value, &w.bit, &why) != 0 && !why)
+                why = "bad value";
+        } else if (tagval_to_registers(tag->cfg, req->value, w.regs, &why) != 0 && !why)
+            why = "bad value";
+        if (why) {
+            s_reply(self, envelope, req->id, why, NULL);
+            self->writes_failed++;
+        } else {
+            s_write_t *pw = (s_write_t *)malloc(sizeof *pw);
+            *pw = w;
+            pw->envelope = envelope;
+            pw->id = req->id;
+            pw->tag = tag;
+            zlist_append(dev->writes, pw);
+            slog_info("write %s = %g queued", tag->cfg->name, req->value);
+            if (!dev->pending.active)
+                s_device_send(dev, mclock_mono_ms());
+        }
+    } else {
+        self->bad_requests++;
+        s_reply(self, envelope, req->id, "unknown request kind", NULL);
+    }
+    scada__io_request__free_unpacked(req, NULL);
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Construction
+
+static int s_resolve(s_device_t *dev)
+{
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_family = AF_UNSPEC;
+    char port[8];
+    snprintf(port, sizeof port, "%u", (unsigned)dev->cfg->port);
+    int rc = getaddrinfo(dev->cfg->host, port, &hints, &res);
+    if (rc != 0 || !res) {
+        s_device_error(dev, "cannot resolve %s: %s", dev->cfg->host, gai_strerror(rc));
+        return -1;
+    }
+    memcpy(&dev->addr, res->ai_addr, res->ai_addrlen);
+    dev->addrlen = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
+
+static int s_device_init(ioserver_t *self, s_device_t *dev, site_device_t *cfg, int index)
+{
+    dev->server = self;
+    dev->cfg = cfg;
+    dev->index = index;
+    dev->fd = -1;
+    dev->next_tid = (uint16_t)(index * 7919);
+    dev->writes = zlist_new();
+    dev->tags = (s_tag_t *)zmalloc(cfg->ntags * sizeof *dev->tags + 1);
+    for (size_t i = 0; i < cfg->ntags; i++) {
+        dev->tags[i].cfg = &cfg->tags[i];
+        dev->tags[i].quality = SCADA__QUALITY__BAD_NO_COMM;
+        dev->tags[i].reason = "not read yet";
+    }
+    //  One plan per distinct scan period.
+    site_tag_t **group = (site_tag_t **)zmalloc((cfg->ntags + 1) * sizeof *group);
+    dev->classes = (s_class_t *)zmalloc((cfg->ntags + 1) * sizeof *dev->classes);
+    for (size_t i = 0; i < cfg->ntags; i++) {
+        uint32_t scan = cfg->tags[i].scan_ms;
+        bool seen = false;
+        for (size_t c = 0; c < dev->nclasses; c++)
+            seen = seen || dev->classes[c].scan_ms == scan;
+        if (seen)
+            continue;
+        size_t n = 0;
+        for (size_t j = i; j < cfg->ntags; j++)
+            if (cfg->tags[j].scan_ms == scan)
+                group[n++] = &cfg->tags[j];
+        size_t rejected = 0;
+        s_class_t *cls = &dev->classes[dev->nclasses++];
+        cls->scan_ms = scan;
+        cls->plan = mbplan_new(group, n, cfg->channel->max_gap, &rejected);
+        cls->due = (int64_t *)zmalloc((cls->plan->nblocks + 1) * sizeof *cls->due);
+        if (rejected)
+            slog_warn("device %s: %zu tags cannot be read (address range)", cfg->name, rejected);
+    }
+    free(group);
+    if (cfg->channel->type != SITE_CH_NETWORK) {
+        s_device_error(dev, "channel type %s is not served yet",
+                       site_chtype_name(cfg->channel->type));
+        slog_warn("device %s: channel %s of type %s is not served by this version", cfg->name,
+                  cfg->channel->name, site_chtype_name(cfg->channel->type));
+        dev->addr_ok = false;
+    } else
+        dev->addr_ok = s_resolve(dev) == 0;
+    if (!dev->addr_ok)
+        for (size_t i = 0; i < cfg->ntags; i++) {
+            dev->tags[i].quality = SCADA__QUALITY__BAD_CONFIG;
+            dev->tags[i].reason = "device address not usable";
+        }
+    dev->cw_id = cw_add(self->cw);
+    return dev->cw_id;
+}
+
+ioserver_t *ioserver_new(site_t *site, const char *name)
+{
+    ioserver_t *self = (ioserver_t *)zmalloc(sizeof *self);
+    self->site = site;
+    self->cfg = site_ioserver(site, name);
+    assert(self->cfg);
+    self->prefix = zsys_sprintf("scada:%s:ioserver:%s", site->site, name);
+    self->started_wall = mclock_wall_ms();
+    cw_config_t cwc = {.window = self->cfg->connect_window,
+                       .timeout_ms = self->cfg->connect_timeout_ms,
+                       .timeout_min_ms = self->cfg->connect_timeout_min_ms,
+                       .reconnect_min_ms = self->cfg->reconnect_min_ms,
+                       .reconnect_max_ms = self->cfg->reconnect_max_ms,
+                       .recent_ms = self->cfg->recent_ms,
+                       .reserve = -1,
+                       .seed = (uint64_t)getpid() * 2654435761u ^ (uint64_t)self->started_wall};
+    if (cwc.timeout_min_ms > cwc.timeout_ms)
+        cwc.timeout_min_ms = cwc.timeout_ms;
+    self->cw = cw_new(&cwc);
+    if (!self->cw) {
+        slog_error("connect window settings are inconsistent");
+        ioserver_destroy(&self);
+        return NULL;
+    }
+    //  The devices this I/O server offers.
+    size_t n = 0;
+    for (size_t c = 0; c < site->nchannels; c++)
+        for (size_t d = 0; d < site->channels[c].ndevices; d++)
+            if (site_device_priority(&site->channels[c].devices[d], name) > 0)
+                n++;
+    self->devices = (s_device_t *)zmalloc((n + 1) * sizeof *self->devices);
+    self->by_cw = (s_device_t **)zmalloc((n + 1) * sizeof *self->by_cw);
+    for (size_t c = 0; c < site->nchannels; c++)
+        for (size_t d = 0; d < site->channels[c].ndevices; d++) {
+            site_device_t *cfg = &site->channels[c].devices[d];
+            if (site_device_priority(cfg, name) <= 0)
+                continue;
+            s_device_t *dev = &self->devices[self->ndevices];
+            int id = s_device_init(self, dev, cfg, (int)self->ndevices);
+            self->by_cw[id] = dev;
+            self->ndevices++;
+        }
+    self->batch = (Scada__Value *)zmalloc(BATCH_MAX * sizeof *self->batch);
+    self->batch_ptrs = (Scada__Value **)zmalloc(BATCH_MAX * sizeof *self->batch_ptrs);
+
+    self->pub = zsock_new(ZMQ_PUB);
+    zsock_set_sndhwm(self->pub, 100000);
+    if (zsock_bind(self->pub, "%s", self->cfg->publish) < 0) {
+        slog_error("cannot bind publish endpoint %s: %s", self->cfg->publish, zmq_strerror(errno));
+        ioserver_destroy(&self);
+        return NULL;
+    }
+    self->control = zsock_new(ZMQ_ROUTER);
+    zsock_set_maxmsgsize(self->control, 65536);
+    if (zsock_bind(self->control, "%s", self->cfg->control) < 0) {
+        slog_error("cannot bind control endpoint %s: %s", self->cfg->control, zmq_strerror(errno));
+        ioserver_destroy(&self);
+        return NULL;
+    }
+    slog_info("serving %zu devices; publishing on %s, control on %s, connect window %u",
+              self->ndevices, self->cfg->publish, self->cfg->control, self->cfg->connect_window);
+    return self;
+}
+
+void ioserver_destroy(ioserver_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    ioserver_t *self = *self_p;
+    for (size_t i = 0; i < self->ndevices; i++) {
+        s_device_t *dev = &self->devices[i];
+        if (dev->fd >= 0)
+            close(dev->fd);
+        if (dev->pending.active && dev->pending.is_write)
+            s_write_destroy(&dev->pending.write);
+        s_write_t *w;
+        while (dev->writes && (w = (s_write_t *)zlist_pop(dev->writes)))
+            s_write_destroy(&w);
+        zlist_destroy(&dev->writes);
+        for (size_t c = 0; c < dev->nclasses; c++) {
+            mbplan_destroy(&dev->classes[c].plan);
+            free(dev->classes[c].due);
+        }
+        free(dev->classes);
+        free(dev->tags);
+    }
+    free(self->devices);
+    free(self->by_cw);
+    free(self->batch);
+    free(self->batch_ptrs);
+    cw_destroy(&self->cw);
+    zsock_destroy(&self->pub);
+    zsock_destroy(&self->control);
+    zstr_free(&self->prefix);
+    free(self);
+    *self_p = NULL;
+}
+
+//  --------------------------------------------------------------------------
+//  Actor
+
+static int s_on_pipe(zloop_t *loop, zsock_t *pipe, void *arg)
+{
+    char *cmd = zstr_recv(pipe);
+    int rc = (!cmd || streq(cmd, "$TERM")) ? -1 : 0;
+    zstr_free(&cmd);
+    return rc;
+}
+
+void ioserver_actor(zsock_t *pipe, void *engine)
+{
+    ioserver_t *self = (ioserver_t *)engine;
+    self->loop = zloop_new();
+    //  Signals are main()'s business: the loop ends only on $TERM.
+    zloop_set_nonstop(self->loop, true);
+    zloop_reader(self->loop, pipe, s_on_pipe, self);
+    zloop_reader(self->loop, self->control, s_on_control, self);
+    zloop_reader_set_tolerant(self->loop, self->control);
+    zloop_timer(self->loop, TICK_MS, 0, s_on_tick, self);
+    zloop_timer(self->loop, self->site->ping_time_ms, 0, s_on_ping, self);
+    self->redis = rzloop_new(self->loop, self->site->redis_host, self->site->redis_port,
+                             s_on_redis_connect, self);
+    int64_t now = mclock_mono_ms();
+    self->next_integrity = now + self->cfg->integrity_ms;
+    for (size_t i = 0; i < self->ndevices; i++)
+        if (self->devices[i].addr_ok)
+            cw_want(self->cw, self->devices[i].cw_id, now);
+    zsock_signal(pipe, 0);
+    zloop_start(self->loop);
+
+    //  Stopping: tell subscribers and Redis.
+    for (size_t i = 0; i < self->ndevices; i++) {
+        s_device_t *dev = &self->devices[i];
+        if (dev->conn == DEV_ONLINE)
+            s_device_close(dev, "I/O server stopped", false);
+        s_fail_writes(dev, "I/O server stopped");
+    }
+    s_batch_flush(self, false);
+    if (rzloop_connected(self->redis)) {
+        int64_t t = mclock_mono_ms();
+        s_redis_server(self, "stopped", t);
+        for (size_t i = 0; i < self->ndevices; i++) {
+            s_device_t *dev = &self->devices[i];
+            char key[512];
+            snprintf(key, sizeof key, "%s:device:%s", self->prefix, dev->cfg->name);
+            rzloop_command(self->redis, "HSET %s state offline last_error %s", key,
+                           "I/O server stopped");
+        }
+        rzloop_flush(self->redis, 1000);
+    }
+    rzloop_destroy(&self->redis);
+    zloop_destroy(&self->loop);
+}
