@@ -801,6 +801,45 @@ static void s_reply(ioserver_t *self, zmsg_t *envelope, uint64_t id, const char 
     zmsg_send(&envelope, self->control);
 }
 
+//  READ: the current value of each requested tag; tags this I/O server does
+//  not serve come back bad-not-found.
+static void s_reply_read(ioserver_t *self, zmsg_t *envelope, Scada__IoRequest *req)
+{
+    Scada__IoReply reply = SCADA__IO_REPLY__INIT;
+    reply.id = req->id;
+    reply.status = SCADA__IO_REPLY__STATUS__OK;
+    size_t n = req->n_tags > 10000 ? 10000 : req->n_tags;
+    Scada__Value *values = (Scada__Value *)zmalloc((n + 1) * sizeof *values);
+    Scada__Value **ptrs = (Scada__Value **)zmalloc((n + 1) * sizeof *ptrs);
+    for (size_t i = 0; i < n; i++) {
+        Scada__Value *v = &values[i];
+        scada__value__init(v);
+        v->tag = req->tags[i];
+        s_tag_t *tag = NULL;
+        if (s_find_tag(self, req->tags[i], &tag)) {
+            v->has_number = tag->have;
+            v->number = tag->value;
+            v->quality = (Scada__Quality)tag->quality;
+            v->source_ts_ms = tag->ts;
+            if (tag->quality != SCADA__QUALITY__GOOD)
+                v->reason = (char *)tag->reason;
+        } else {
+            v->quality = SCADA__QUALITY__BAD_NOT_FOUND;
+            v->reason = (char *)"not served by this I/O server";
+        }
+        ptrs[i] = v;
+    }
+    reply.n_values = n;
+    reply.values = ptrs;
+    size_t len = scada__io_reply__get_packed_size(&reply);
+    zframe_t *frame = zframe_new(NULL, len);
+    scada__io_reply__pack(&reply, zframe_data(frame));
+    zmsg_append(envelope, &frame);
+    zmsg_send(&envelope, self->control);
+    free(values);
+    free(ptrs);
+}
+
 static char *s_status_json(ioserver_t *self)
 {
     int64_t now = mclock_mono_ms();
@@ -891,6 +930,8 @@ static int s_on_control(zloop_t *loop, zsock_t *sock, void *arg)
             if (!dev->pending.active)
                 s_device_send(dev, mclock_mono_ms());
         }
+    } else if (req->kind == SCADA__IO_REQUEST__KIND__READ) {
+        s_reply_read(self, envelope, req);
     } else {
         self->bad_requests++;
         s_reply(self, envelope, req->id, "unknown request kind", NULL);
