@@ -36,7 +36,9 @@ bool rzloop_connected(rzloop_t *self);
 //  dropped (not connected, or more than the output limit is already waiting).
 int rzloop_command_argv(rzloop_t *self, int argc, const char **argv, const size_t *argvlen);
 
-//  Send one command (printf form as hiredis's redisAsyncCommand). Same returns.
+//  Send one command (printf form as hiredis's redisAsyncCommand: %s, %b and
+//  integer conversions with hh, h, l, ll length modifiers; hiredis 0.14 does
+//  not know %zu). Same returns.
 int rzloop_command(rzloop_t *self, const char *format, ...);
 
 //  Commands dropped so far.

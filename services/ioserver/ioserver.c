@@ -270,12 +270,14 @@ static void s_redis_server(ioserver_t *self, const char *state, int64_t now)
     cw_stats_t st;
     cw_stats(self->cw, now, &st);
     rzloop_command(self->redis,
-                   "HSET %s state %s pid %d devices_online %zu devices_total %zu "
-                   "connect_in_flight %zu connect_queued %zu connect_window %u connect_starved %d "
+                   "HSET %s state %s pid %d devices_online %llu devices_total %llu "
+                   "connect_in_flight %llu connect_queued %llu connect_window %u "
+                   "connect_starved %d "
                    "dead_probe_lag_ms %lld connect_attempts %llu connect_timeouts %llu "
                    "values_published %llu bad_frames %llu started_ms %lld updated_ms %lld",
-                   self->prefix, state, (int)getpid(), st.online, self->ndevices, st.in_flight,
-                   st.queued, self->cfg->connect_window, st.starved ? 1 : 0,
+                   self->prefix, state, (int)getpid(), (unsigned long long)st.online,
+                   (unsigned long long)self->ndevices, (unsigned long long)st.in_flight,
+                   (unsigned long long)st.queued, self->cfg->connect_window, st.starved ? 1 : 0,
                    (long long)st.dead_lag_ms, (unsigned long long)st.attempts,
                    (unsigned long long)st.timeouts, (unsigned long long)self->values_published,
                    (unsigned long long)self->bad_frames, (long long)self->started_wall,
