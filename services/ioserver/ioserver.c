@@ -125,6 +125,7 @@ struct _ioserver_t {
     int64_t next_integrity;
     //  Counters
     uint64_t values_published, events_published, bad_frames, bad_requests, writes_ok, writes_failed;
+    uint64_t requests, replies, tag_reads; //  over all devices: throughput figures
     bool fatal;
 };
 
@@ -517,6 +518,7 @@ static void s_device_send(s_device_t *dev, int64_t now)
     p->deadline = reply_deadline(now, ch->standard_reply_delay_ms, ch->baud, TCP_BITS, (size_t)len,
                                  reply_len);
     dev->requests++;
+    dev->server->requests++;
     ssize_t n = send(dev->fd, buf, (size_t)len, MSG_NOSIGNAL);
     if (n != len) {
         //  A request of a few bytes that the socket does not take at once: the
@@ -553,6 +555,7 @@ static void s_device_reply(s_device_t *dev, const uint8_t *adu, size_t len)
     dev->consecutive_read_timeouts = 0;
     if (rc == MB_OK || rc == MB_EXCEPTION) {
         dev->replies++;
+        self->replies++;
         dev->last_ok_ms = wall;
         dev->redis_dirty = true;
     }
@@ -612,6 +615,7 @@ static void s_device_reply(s_device_t *dev, const uint8_t *adu, size_t len)
                 regs[1] = mb_reply_register(&reply, off + 1);
             v = tagval_from_registers(t, regs);
         }
+        self->tag_reads++;
         if (tagval_is_finite(v))
             s_tag_update(self, tag, true, v, SCADA__QUALITY__GOOD, wall, NULL);
         else
@@ -852,13 +856,16 @@ static char *s_status_json(ioserver_t *self)
         "\"connect_in_flight\":%zu,\"connect_queued\":%zu,\"connect_starved\":%s,"
         "\"dead_probe_lag_ms\":%lld,\"connect_attempts\":%llu,\"connect_timeouts\":%llu,"
         "\"values_published\":%llu,\"events_published\":%llu,\"bad_frames\":%llu,"
-        "\"bad_requests\":%llu,\"writes_ok\":%llu,\"writes_failed\":%llu,\"redis_dropped\":%llu}",
+        "\"bad_requests\":%llu,\"writes_ok\":%llu,\"writes_failed\":%llu,\"redis_dropped\":%llu,"
+        "\"requests\":%llu,\"replies\":%llu,\"tag_reads\":%llu}",
         self->cfg->name, self->ndevices, st.online, st.in_flight, st.queued,
         st.starved ? "true" : "false", (long long)st.dead_lag_ms, (unsigned long long)st.attempts,
         (unsigned long long)st.timeouts, (unsigned long long)self->values_published,
         (unsigned long long)self->events_published, (unsigned long long)self->bad_frames,
         (unsigned long long)self->bad_requests, (unsigned long long)self->writes_ok,
-        (unsigned long long)self->writes_failed, (unsigned long long)rzloop_dropped(self->redis));
+        (unsigned long long)self->writes_failed, (unsigned long long)rzloop_dropped(self->redis),
+        (unsigned long long)self->requests, (unsigned long long)self->replies,
+        (unsigned long long)self->tag_reads);
 }
 
 static int s_on_control(zloop_t *loop, zsock_t *sock, void *arg)
