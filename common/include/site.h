@@ -148,6 +148,8 @@ typedef struct {
     size_t nchannels;
     size_t ndevices;               //  over all channels
     size_t ntags;                  //  over all devices
+    struct site_index_s *index;    //  private to site.c: name indexes behind the lookups; a
+                                   //  site_t built by hand leaves it NULL and the lookups scan
 } site_t;
 
 //  Load and validate a site file. Returns NULL on any error and writes one
