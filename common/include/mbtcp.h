@@ -46,6 +46,8 @@ typedef struct {
     uint8_t fc;     //  function code
     uint16_t addr;  //  first register or bit
     uint16_t count; //  registers or bits (1 for single writes)
+    uint16_t value; //  fc 5 and 6: the value sent (0xFF00 or 0 for a coil), so that the
+                    //  reply's echo can be checked; 0 for every other function
 } mb_request_t;
 
 //  A decoded reply. `data` points into the caller's buffer.
