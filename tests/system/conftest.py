@@ -22,17 +22,19 @@ def bin_dir():
     return path
 
 
-def _range_is_free(base, count, host="127.0.0.1"):
-    """Bind every port of [base, base+count) once; True when all were free."""
+def _first_busy(base, count, host="127.0.0.1"):
+    """Bind every port of [base, base+count) once; None when all were free,
+    else the first port that was busy."""
     socks = []
     try:
         for port in range(base, base + count):
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             socks.append(s)
-            s.bind((host, port))
-        return True
-    except OSError:
-        return False
+            try:
+                s.bind((host, port))
+            except OSError:
+                return port
+        return None
     finally:
         for s in socks:
             s.close()
@@ -42,19 +44,28 @@ def _range_is_free(base, count, host="127.0.0.1"):
 def free_ports():
     """A function free_ports(count) -> base: `count` consecutive TCP ports on
     127.0.0.1 that were free a moment ago, never handed out twice in a session.
-    Ports come from 20000..32000 (below Linux's ephemeral range), so
-    outgoing connections do not take them meanwhile."""
+    Ports come from 20000..32767 (below Linux's ephemeral range, so outgoing
+    connections do not take them meanwhile); the search starts at a random
+    place and skips past each busy port, so it finds a gap when there is one."""
+    lo, hi = 20000, 32768
     taken = []  # (base, count) already handed out
     rng = random.Random(os.getpid())
 
     def alloc(count=1):
-        for _ in range(200):
-            base = rng.randrange(20000, 32000 - count)
-            if any(base < b + n and b < base + count for b, n in taken):
+        base = rng.randrange(lo, hi - count)
+        scanned = 0
+        while scanned < hi - lo:
+            if base + count > hi:
+                scanned += hi - base
+                base = lo
                 continue
-            if _range_is_free(base, count):
+            clash = [b + n for b, n in taken if base < b + n and b < base + count]
+            busy = max(clash) - 1 if clash else _first_busy(base, count)
+            if busy is None:
                 taken.append((base, count))
                 return base
-        raise RuntimeError("no %d free consecutive ports" % count)
+            scanned += busy + 1 - base
+            base = busy + 1
+        raise RuntimeError("no %d free consecutive ports in %d..%d" % (count, lo, hi - 1))
 
     return alloc
