@@ -675,6 +675,8 @@ devsim_t *devsim_new(const site_t *site, const devsim_config_t *config, char *er
         return NULL;
     }
     zsock_set_linger(self->control, 0);
+    //  Commands are short; a peer sending megabytes is dropped by libzmq.
+    zsock_set_maxmsgsize(self->control, 65536);
     //  ZMQ_FD is edge-like: it says "look at ZMQ_EVENTS", and the loop
     //  drains the socket every turn, so edge-triggered is what it means.
     if (s_fd_add(self, zsock_fd(self->control), S_FD_CONTROL, NULL, EPOLLIN | EPOLLET, NULL) != 0) {

@@ -119,11 +119,9 @@ int main(int argc, char **argv)
             s_usage(stdout);
             return 0;
         default:
-            if (optopt)
-                fprintf(stderr, "scada-devsim: option needs an argument or is unknown: -%c\n",
-                        optopt);
-            else
-                fprintf(stderr, "scada-devsim: unknown option: %s\n", argv[optind - 1]);
+            //  getopt_long leaves the offending word just before optind.
+            fprintf(stderr, "scada-devsim: unknown option or missing argument: %s\n",
+                    argv[optind - 1]);
             s_usage(stderr);
             return 2;
         }
