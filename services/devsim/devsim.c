@@ -667,16 +667,19 @@ devsim_t *devsim_new(const site_t *site, const devsim_config_t *config, char *er
         slog_warn("no device of %s is served by this process", site->path);
 
     zsys_handler_set(NULL); //  signals are ours (signalfd), not czmq's
-    self->control = zsock_new_rep(config->control);
-    if (!self->control) {
+    //  Options first: a bound socket copies them into its listener at bind.
+    self->control = zsock_new(ZMQ_REP);
+    if (self->control) {
+        zsock_set_linger(self->control, 0);
+        //  Commands are short; libzmq drops a peer that sends more.
+        zsock_set_maxmsgsize(self->control, 65536);
+    }
+    if (!self->control || zsock_bind(self->control, "%s", config->control) < 0) {
         snprintf(err, errlen, "cannot bind the control socket at %s: %s", config->control,
                  zmq_strerror(zmq_errno()));
         devsim_destroy(&self);
         return NULL;
     }
-    zsock_set_linger(self->control, 0);
-    //  Commands are short; a peer sending megabytes is dropped by libzmq.
-    zsock_set_maxmsgsize(self->control, 65536);
     //  ZMQ_FD is edge-like: it says "look at ZMQ_EVENTS", and the loop
     //  drains the socket every turn, so edge-triggered is what it means.
     if (s_fd_add(self, zsock_fd(self->control), S_FD_CONTROL, NULL, EPOLLIN | EPOLLET, NULL) != 0) {

@@ -496,6 +496,12 @@ def test_control_errors(plant):
     plant.sock.send_multipart([b"ping", b"extra"])
     assert plant.sock.recv_string().startswith("error: ")
     assert plant.cmd("help").startswith("ok ")
+    # An oversized request is dropped by libzmq; others go on being served.
+    big = plant.ctx.socket(zmq.REQ)
+    big.connect(plant.control)
+    big.send(b"x" * 100000)
+    assert not big.poll(300)
+    big.close(linger=0)
     assert plant.cmd("ping") == "ok pong"
 
 
@@ -548,6 +554,13 @@ def test_port_in_use_exits_1(devsim_bin, tmp_path, free_ports):
                            timeout=10)
     assert r.returncode == 1
     assert b"d1" in r.stderr and b"%d" % (base + 1) in r.stderr
+
+
+def test_bad_control_endpoint_exits_1(devsim_bin, tmp_path, free_ports):
+    site = make_site(tmp_path / "site.yaml", free_ports(2), 1, "tcp://127.0.0.1:1")
+    r = subprocess.run([devsim_bin, "--config", str(site), "--control", "bogus://x"],
+                       capture_output=True, timeout=10)
+    assert r.returncode == 1 and b"bogus://x" in r.stderr
 
 
 def test_only_and_remote_devices(devsim_bin, tmp_path, free_ports):
