@@ -116,6 +116,15 @@ void cw_failed(cw_t *self, int id, int64_t now);
 //  retried after reconnect_min, in the recent class.
 void cw_lost(cw_t *self, int id, int64_t now);
 
+//  The device answered on its connection: its consecutive failures are
+//  forgotten. (A TCP connect alone does not prove the device works.)
+void cw_answered(cw_t *self, int id);
+
+//  A connection of `id` was closed before the device ever answered on it
+//  (it accepts TCP but its application is dead): that counts as a failed
+//  attempt, not as a loss, so it does not make the device recent again.
+void cw_dropped(cw_t *self, int id, int64_t now);
+
 //  Earliest time at which cw_start or cw_expired may return 1; INT64_MAX if
 //  nothing is pending. A caller may sleep until then.
 int64_t cw_next_event(const cw_t *self, int64_t now);
@@ -127,7 +136,7 @@ cw_state_t cw_state(const cw_t *self, int id, int64_t now);
 //  "connecting", "online".
 const char *cw_state_name(cw_state_t state);
 
-//  Consecutive failed attempts of a device (0 once online).
+//  Consecutive failed attempts of a device (0 once it answered).
 uint32_t cw_failures(const cw_t *self, int id);
 
 //  Smoothed connect time of a device in ms, 0 if never measured.

@@ -351,7 +351,6 @@ void cw_connected(cw_t *self, int id, int64_t now)
     e->srtt_ms = e->srtt_ms ? (e->srtt_ms * 7 + t) / 8 : t;
     if (e->srtt_ms == 0)
         e->srtt_ms = 1;
-    e->failures = 0;
     e->state = CW_ONLINE;
     self->online++;
 }
@@ -375,6 +374,24 @@ void cw_lost(cw_t *self, int id, int64_t now)
     self->online--;
     e->lost = now > 0 ? now : 1;
     e->failures = 0;
+    s_schedule_retry(self, id, now);
+}
+
+void cw_answered(cw_t *self, int id)
+{
+    s_entry_t *e = s_entry(self, id);
+    if (e->state == CW_ONLINE)
+        e->failures = 0;
+}
+
+void cw_dropped(cw_t *self, int id, int64_t now)
+{
+    s_entry_t *e = s_entry(self, id);
+    if (e->state != CW_ONLINE)
+        return;
+    self->online--;
+    e->failures++;
+    self->failures++;
     s_schedule_retry(self, id, now);
 }
 

@@ -96,6 +96,7 @@ typedef struct _s_device_t {
     s_tag_t *tags;
     zlist_t *writes; //  of s_write_t, waiting
     uint32_t consecutive_read_timeouts;
+    bool answered;      //  the device answered on this connection: it is online
     int64_t last_ok_ms; //  wall ms of the last good reply
     char last_error[160];
     const char *redis_state; //  state last written to Redis
@@ -241,6 +242,8 @@ static const char *s_device_state(ioserver_t *self, s_device_t *dev, int64_t now
 {
     if (!dev->addr_ok)
         return "failed";
+    if (dev->conn == DEV_ONLINE && !dev->answered)
+        return "connecting"; //  TCP is up, the device has not answered yet
     return cw_state_name(cw_state(self->cw, dev->cw_id, now));
 }
 
@@ -266,6 +269,15 @@ static void s_redis_device(ioserver_t *self, s_device_t *dev, int64_t now, bool 
     rzloop_command(self->redis, "PEXPIRE %s %lld", key, (long long)s_ttl_ms(self));
 }
 
+//  Devices that answered on their current connection.
+static size_t s_online_count(ioserver_t *self)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < self->ndevices; i++)
+        n += self->devices[i].conn == DEV_ONLINE && self->devices[i].answered;
+    return n;
+}
+
 static void s_redis_server(ioserver_t *self, const char *state, int64_t now)
 {
     cw_stats_t st;
@@ -276,7 +288,7 @@ static void s_redis_server(ioserver_t *self, const char *state, int64_t now)
                    "connect_starved %d "
                    "dead_probe_lag_ms %lld connect_attempts %llu connect_timeouts %llu "
                    "values_published %llu bad_frames %llu started_ms %lld updated_ms %lld",
-                   self->prefix, state, (int)getpid(), (unsigned long long)st.online,
+                   self->prefix, state, (int)getpid(), (unsigned long long)s_online_count(self),
                    (unsigned long long)self->ndevices, (unsigned long long)st.in_flight,
                    (unsigned long long)st.queued, self->cfg->connect_window, st.starved ? 1 : 0,
                    (long long)st.dead_lag_ms, (unsigned long long)st.attempts,
@@ -376,13 +388,22 @@ static void s_device_close(s_device_t *dev, const char *why, bool lost)
     }
     dev->pending.active = false;
     dev->rxlen = 0;
-    bool was_online = dev->conn == DEV_ONLINE;
+    bool connected = dev->conn == DEV_ONLINE;
+    bool was_online = connected && dev->answered;
     dev->conn = DEV_DOWN;
+    dev->answered = false;
+    s_fail_writes(dev, "device offline");
+    if (connected && !was_online) {
+        //  TCP connected, but the device never answered: a failed attempt.
+        slog_debug("device %s: connection dropped before any answer: %s", dev->cfg->name, why);
+        s_device_error(dev, "connects but does not answer: %s", why);
+        if (lost)
+            cw_dropped(self->cw, dev->cw_id, mclock_mono_ms());
+    }
     if (was_online) {
         slog_warn("device %s offline: %s", dev->cfg->name, why);
         s_device_error(dev, "%s", why);
         s_device_tags_bad(dev, SCADA__QUALITY__BAD_NO_COMM, why);
-        s_fail_writes(dev, "device offline");
         s_publish_event(self, SCADA__EVENT__KIND__DEVICE_STATE, dev, SCADA__DEVICE_STATE__OFFLINE,
                         why);
         if (lost)
@@ -406,18 +427,28 @@ static void s_device_online(s_device_t *dev, int64_t now)
     ioserver_t *self = dev->server;
     cw_connected(self->cw, dev->cw_id, now);
     dev->conn = DEV_ONLINE;
+    dev->answered = false;
     dev->consecutive_read_timeouts = 0;
     dev->rxlen = 0;
     s_device_set_poller(dev, ZMQ_POLLIN);
-    slog_info("device %s online (%s:%u, connect %u ms)", dev->cfg->name, dev->cfg->host,
-              (unsigned)dev->cfg->port, cw_connect_ms(self->cw, dev->cw_id));
-    s_publish_event(self, SCADA__EVENT__KIND__DEVICE_STATE, dev, SCADA__DEVICE_STATE__ONLINE, NULL);
-    dev->last_error[0] = 0;
     dev->redis_dirty = true;
     //  Everything is due now: fresh values after a reconnect.
     for (size_t c = 0; c < dev->nclasses; c++)
         for (size_t b = 0; b < dev->classes[c].plan->nblocks; b++)
             dev->classes[c].due[b] = now;
+}
+
+//  The first answer on a connection: now the device is online.
+static void s_device_answered(s_device_t *dev)
+{
+    ioserver_t *self = dev->server;
+    dev->answered = true;
+    cw_answered(self->cw, dev->cw_id);
+    slog_info("device %s online (%s:%u, connect %u ms)", dev->cfg->name, dev->cfg->host,
+              (unsigned)dev->cfg->port, cw_connect_ms(self->cw, dev->cw_id));
+    s_publish_event(self, SCADA__EVENT__KIND__DEVICE_STATE, dev, SCADA__DEVICE_STATE__ONLINE, NULL);
+    dev->last_error[0] = 0;
+    dev->redis_dirty = true;
 }
 
 static void s_connect_failed(s_device_t *dev, int err)
@@ -553,6 +584,10 @@ static void s_device_reply(s_device_t *dev, const uint8_t *adu, size_t len)
     int64_t wall = mclock_wall_ms();
     p->active = false;
     dev->consecutive_read_timeouts = 0;
+    //  Any reply to this request, even an unusable one, shows the device is
+    //  there: it is online (its tags say what is wrong with the reply).
+    if (!dev->answered)
+        s_device_answered(dev);
     if (rc == MB_OK || rc == MB_EXCEPTION) {
         dev->replies++;
         self->replies++;
@@ -858,7 +893,7 @@ static char *s_status_json(ioserver_t *self)
         "\"values_published\":%llu,\"events_published\":%llu,\"bad_frames\":%llu,"
         "\"bad_requests\":%llu,\"writes_ok\":%llu,\"writes_failed\":%llu,\"redis_dropped\":%llu,"
         "\"requests\":%llu,\"replies\":%llu,\"tag_reads\":%llu}",
-        self->cfg->name, self->ndevices, st.online, st.in_flight, st.queued,
+        self->cfg->name, self->ndevices, s_online_count(self), st.in_flight, st.queued,
         st.starved ? "true" : "false", (long long)st.dead_lag_ms, (unsigned long long)st.attempts,
         (unsigned long long)st.timeouts, (unsigned long long)self->values_published,
         (unsigned long long)self->events_published, (unsigned long long)self->bad_frames,
@@ -916,7 +951,7 @@ static int s_on_control(zloop_t *loop, zsock_t *sock, void *arg)
                                                  : "no such tag";
         else if (!tag->cfg->writable)
             why = "tag is read-only";
-        else if (dev->conn != DEV_ONLINE)
+        else if (dev->conn != DEV_ONLINE || !dev->answered)
             why = "device offline";
         else if (zlist_size(dev->writes) >= WRITE_QUEUE)
             why = "too many writes waiting for this device";

@@ -204,6 +204,42 @@ static void test_lost_device_retries_at_reconnect_min_with_adaptive_timeout(void
     cw_destroy(&cw);
 }
 
+static void test_dropped_before_answer_is_a_failure(void **state)
+{
+    cw_config_t c = s_config(2);
+    cw_t *cw = cw_new(&c);
+    cw_add(cw);
+    cw_want(cw, 0, 0);
+    int id;
+    uint32_t timeout;
+    //  It accepts TCP but never answers: each drop is a failure, the backoff
+    //  grows like a dead device's, and it is never "recent".
+    int64_t now = 0, prev_delay = 0;
+    for (int i = 1; i <= 6; i++) {
+        while (cw_start(cw, now, &id, &timeout) == 0)
+            now = cw_next_event(cw, now);
+        cw_connected(cw, 0, now + 1);
+        now += 700;
+        cw_dropped(cw, 0, now);
+        assert_int_equal(cw_failures(cw, 0), i);
+        assert_int_equal(cw_state(cw, 0, now), CW_OFFLINE);
+        int64_t delay = cw_next_event(cw, now) - now;
+        assert_true(delay >= 1000);
+        if (i >= 3)
+            assert_true(delay > 1250); //  beyond the recent retry
+        prev_delay = delay;
+    }
+    assert_true(prev_delay >= 8000); //  min x 2^5 / 2 at least
+    cw_stats_t st;
+    cw_stats(cw, now, &st);
+    assert_int_equal(st.online, 0);
+    assert_int_equal(st.dead, 1);
+    //  In the wrong state it is ignored.
+    cw_dropped(cw, 0, now);
+    assert_int_equal(cw_failures(cw, 0), 6);
+    cw_destroy(&cw);
+}
+
 static void test_adaptive_timeout_bounds(void **state)
 {
     cw_config_t c = s_config(2);
@@ -507,6 +543,7 @@ int main(void)
         cmocka_unit_test(test_timeout_starts_at_start_not_in_queue),
         cmocka_unit_test(test_dead_backoff_grows_with_jitter_to_max),
         cmocka_unit_test(test_lost_device_retries_at_reconnect_min_with_adaptive_timeout),
+        cmocka_unit_test(test_dropped_before_answer_is_a_failure),
         cmocka_unit_test(test_adaptive_timeout_bounds),
         cmocka_unit_test(test_recent_devices_go_before_dead_ones),
         cmocka_unit_test(test_dead_probes_leave_reserve_for_recent),
