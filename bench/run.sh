@@ -74,7 +74,7 @@ for name in "${names[@]}"; do
         echo "$name: $(grep skipped "$out/$name.out")"
       else
         echo "$name:"
-        sed -n '/^silent /,/^$/p' "$out/$name.out" | sed 's/^/  /'
+        sed -n '/^silent /,/^$/p' "$out/$name.out" | sed '/^$/d; s/^/  /'
         grep -E '^target:' "$out/$name.out" | sed 's/^/  /'
       fi
       ;;

@@ -148,11 +148,12 @@ def main():
     ap.add_argument("--no-anchor", action="store_true",
                     help="measure the I/O server only (for profiling runs)")
     ap.add_argument("--mbloop", default=os.path.join(B.ROOT, "build", "bench", "mbloop"))
+    ap.add_argument("--ioserver", default=os.path.join(B.BIN, "scada-ioserver"),
+                    help="the I/O server binary (to compare a modified build)")
     args = ap.parse_args()
     B.on_signals_exit()
 
-    for exe in (os.path.join(B.BIN, "scada-ioserver"), os.path.join(B.BIN, "scada-devsim"),
-                args.mbloop):
+    for exe in (args.ioserver, os.path.join(B.BIN, "scada-devsim"), args.mbloop):
         if not os.access(exe, os.X_OK):
             print("throughput: %s is missing: run `make all` and bench/run.sh" % exe)
             return 1
@@ -188,7 +189,7 @@ def main():
             return st["totals"]["listening"] == n
         B.wait_for("devsim to listen on %d ports" % n, devsim_listening, 60, 0.5)
 
-        io = procs.start("ioserver", [os.path.join(B.BIN, "scada-ioserver"), "--config", site,
+        io = procs.start("ioserver", [args.ioserver, "--config", site,
                                       "--name", "io1"])
         sub = None
         if not args.no_subscriber:
@@ -318,9 +319,10 @@ def report(args, io, flat, paced):
           "scan %d ms = %s transactions/s, %s tag values/s expected; %.0f s measured each"
           % (n, regs, args.scan_ms, fmt_int(expect_tps), fmt_int(expect_tps * regs),
              args.seconds))
-    print("one scada-devsim serves all devices; the I/O server had a private redis-server "
-          "and %s" % ("no subscriber" if args.no_subscriber else
-                      "one subscriber on its PUB socket"))
+    print("one scada-devsim serves all devices; the I/O server (%s) had a private "
+          "redis-server and %s" % (os.path.relpath(args.ioserver, B.ROOT),
+                                   "no subscriber" if args.no_subscriber else
+                                   "one subscriber on its PUB socket"))
     print()
 
     def pf(ok):
