@@ -69,3 +69,9 @@ def free_ports():
         raise RuntimeError("no %d free consecutive ports in %d..%d" % (count, lo, hi - 1))
 
     return alloc
+
+
+def pytest_configure(config):
+    """Markers of the system tests. `slow` tests run by default; deselect them
+    with -m "not slow" for a quick run."""
+    config.addinivalue_line("markers", "slow: long-running (e.g. 1,000 silent devices); still run by default")
