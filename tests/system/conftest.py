@@ -74,4 +74,5 @@ def free_ports():
 def pytest_configure(config):
     """Markers of the system tests. `slow` tests run by default; deselect them
     with -m "not slow" for a quick run."""
-    config.addinivalue_line("markers", "slow: long-running (e.g. 1,000 silent devices); still run by default")
+    config.addinivalue_line("markers",
+                            "slow: long-running (e.g. 1,000 silent devices); run by default")
