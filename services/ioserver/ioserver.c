@@ -47,7 +47,7 @@ typedef struct {
     double value;       //  last value read (engineering units)
     int64_t ts;         //  its source timestamp, wall ms
     int quality;        //  SCADA__QUALITY__*
-    const char *reason; //  why quality is not good (static text)
+    const char *reason; //  why quality is not good (static or interned text)
     bool have;          //  a value was ever read
     bool published;     //  something was ever published
     double pub_value;   //  what subscribers last saw
@@ -127,6 +127,7 @@ struct _ioserver_t {
     //  Counters
     uint64_t values_published, events_published, bad_frames, bad_requests, writes_ok, writes_failed;
     uint64_t requests, replies, tag_reads; //  over all devices: throughput figures
+    zhashx_t *reasons;                     //  interned reason texts: tags keep pointers to them
     bool fatal;
 };
 
@@ -177,6 +178,24 @@ static void s_batch_add(ioserver_t *self, s_tag_t *tag, bool integrity)
     tag->pub_quality = tag->quality;
 }
 
+//  A stable copy of a reason text. Reasons are built in stack buffers
+//  ("3 consecutive read timeouts", strerror texts) but tags keep them for as
+//  long as the quality lasts; the set of distinct texts is small, so each is
+//  kept once for the life of the process.
+static const char *s_intern(ioserver_t *self, const char *text)
+{
+    if (!text)
+        return NULL;
+    const char *kept = (const char *)zhashx_lookup(self->reasons, text);
+    if (kept)
+        return kept;
+    if (zhashx_size(self->reasons) >= 4096)
+        return "reason not recorded (too many distinct reasons)";
+    char *copy = strdup(text);
+    zhashx_insert(self->reasons, text, copy);
+    return copy;
+}
+
 //  Record a new reading or quality for a tag and queue it for publishing if
 //  subscribers would see a difference (quality change, or a value change
 //  beyond the tag's deadband).
@@ -190,7 +209,7 @@ static void s_tag_update(ioserver_t *self, s_tag_t *tag, bool has_value, double 
     } else if (!tag->have)
         tag->ts = ts;
     tag->quality = quality;
-    tag->reason = reason;
+    tag->reason = s_intern(self, reason);
     bool changed = !tag->published || tag->pub_quality != quality;
     if (!changed && has_value) {
         double delta = fabs(value - tag->pub_value);
@@ -779,8 +798,7 @@ static int s_on_tick(zloop_t *loop, int timer_id, void *arg)
         s_batch_flush(self, false);
         for (size_t i = 0; i < self->ndevices; i++)
             for (size_t t = 0; t < self->devices[i].cfg->ntags; t++)
-                if (self->devices[i].tags[t].published)
-                    s_batch_add(self, &self->devices[i].tags[t], true);
+                s_batch_add(self, &self->devices[i].tags[t], true);
         s_batch_flush(self, true);
         self->next_integrity = now + self->cfg->integrity_ms;
     }
@@ -1101,6 +1119,8 @@ ioserver_t *ioserver_new(site_t *site, const char *name)
             self->by_cw[id] = dev;
             self->ndevices++;
         }
+    self->reasons = zhashx_new(); //  text -> owned copy of it
+    zhashx_set_destructor(self->reasons, (zhashx_destructor_fn *)zstr_free);
     self->batch = (Scada__Value *)zmalloc(BATCH_MAX * sizeof *self->batch);
     self->batch_ptrs = (Scada__Value **)zmalloc(BATCH_MAX * sizeof *self->batch_ptrs);
 
@@ -1153,6 +1173,7 @@ void ioserver_destroy(ioserver_t **self_p)
     zsock_destroy(&self->pub);
     zsock_destroy(&self->control);
     zstr_free(&self->prefix);
+    zhashx_destroy(&self->reasons);
     free(self);
     *self_p = NULL;
 }
@@ -1182,7 +1203,9 @@ void ioserver_actor(zsock_t *pipe, void *engine)
     self->redis = rzloop_new(self->loop, self->site->redis_host, self->site->redis_port,
                              s_on_redis_connect, self);
     int64_t now = mclock_mono_ms();
-    self->next_integrity = now + self->cfg->integrity_ms;
+    //  The first tick publishes every tag with its quality ("not read yet"),
+    //  so subscribers know of devices that never answer.
+    self->next_integrity = now;
     for (size_t i = 0; i < self->ndevices; i++)
         if (self->devices[i].addr_ok)
             cw_want(self->cw, self->devices[i].cw_id, now);
