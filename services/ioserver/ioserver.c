@@ -68,41 +68,57 @@ typedef struct {
     int bit;
 } s_write_t;
 
+typedef struct _s_device_t s_device_t;
+typedef struct _s_link_t s_link_t;
+
 typedef struct {
     bool active;
     bool is_write;
+    s_device_t *dev;  //  whose request it is
     size_t cls, blk;  //  read: which block
     s_write_t *write; //  write: owned while active
     mb_request_t req;
     int64_t sent, deadline;
 } s_pending_t;
 
-typedef struct _s_device_t {
+struct _s_device_t {
     ioserver_t *server;
     site_device_t *cfg;
-    int index;
-    int cw_id;
-    struct sockaddr_storage addr;
-    socklen_t addrlen;
-    bool addr_ok;
-    int fd;
-    dev_conn_t conn;
-    uint8_t rx[MB_MAX_ADU_LEN * 2];
-    size_t rxlen;
-    uint16_t next_tid;
-    s_pending_t pending;
+    s_link_t *link; //  the connection it is reached through
     s_class_t *classes;
     size_t nclasses;
     s_tag_t *tags;
-    zlist_t *writes; //  of s_write_t, waiting
-    uint32_t consecutive_read_timeouts;
-    bool answered;      //  the device answered on this connection: it is online
+    zlist_t *writes;    //  of s_write_t, waiting
+    bool answered;      //  it answered on the link's current connection: online
     int64_t last_ok_ms; //  wall ms of the last good reply
     char last_error[160];
     const char *redis_state; //  state last written to Redis
     bool redis_dirty;        //  fields changed since last write
     uint64_t requests, replies, read_timeouts, bad_replies, exceptions;
-} s_device_t;
+};
+
+struct _s_link_t {
+    ioserver_t *server;
+    site_channel_t *channel;
+    char name[160];   //  for logs: "device plc1" or "channel gw (gateway)"
+    const char *host; //  as configured
+    uint16_t port;
+    int cw_id; //  its entry in the connect window
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    bool addr_ok;
+    int fd;
+    dev_conn_t conn;
+    bool answered; //  something answered on this connection
+    uint8_t rx[MB_MAX_ADU_LEN * 2];
+    size_t rxlen;
+    uint16_t next_tid;
+    s_pending_t pending;
+    uint32_t consecutive_read_timeouts;
+    s_device_t **devices; //  the devices reached through it (owned array)
+    size_t ndevices;
+    size_t rr; //  next device's turn
+};
 
 struct _ioserver_t {
     site_t *site;
@@ -114,8 +130,10 @@ struct _ioserver_t {
     cw_t *cw;
     s_device_t *devices;
     size_t ndevices;
-    s_device_t **by_cw; //  cw id -> device
-    char *prefix;       //  "scada:<site>:ioserver:<name>"
+    s_link_t *links;
+    size_t nlinks;
+    s_link_t **by_cw; //  cw id -> link
+    char *prefix;     //  "scada:<site>:ioserver:<name>"
     int64_t started_wall;
     bool starved;
     //  Value batch being built
@@ -130,8 +148,6 @@ struct _ioserver_t {
     zhashx_t *reasons;                     //  interned reason texts: tags keep pointers to them
     bool fatal;
 };
-
-static void s_device_close(s_device_t *dev, const char *why, bool lost);
 
 //  --------------------------------------------------------------------------
 //  Publishing
@@ -259,11 +275,13 @@ static int64_t s_ttl_ms(ioserver_t *self)
 
 static const char *s_device_state(ioserver_t *self, s_device_t *dev, int64_t now)
 {
-    if (!dev->addr_ok)
+    s_link_t *link = dev->link;
+    if (!link->addr_ok)
         return "failed";
-    if (dev->conn == DEV_ONLINE && !dev->answered)
-        return "connecting"; //  TCP is up, the device has not answered yet
-    return cw_state_name(cw_state(self->cw, dev->cw_id, now));
+    if (link->conn == DEV_ONLINE)
+        //  TCP is up; online once the device answered on it.
+        return dev->answered ? "online" : link->answered ? "offline" : "connecting";
+    return cw_state_name(cw_state(self->cw, link->cw_id, now));
 }
 
 static void s_redis_device(ioserver_t *self, s_device_t *dev, int64_t now, bool full)
@@ -277,11 +295,12 @@ static void s_redis_device(ioserver_t *self, s_device_t *dev, int64_t now, bool 
                        "unit %u connect_ms %u failures %u requests %llu timeouts %llu "
                        "bad_replies %llu exceptions %llu",
                        key, state, (long long)dev->last_ok_ms, dev->last_error,
-                       dev->cfg->channel->name, dev->cfg->host ? dev->cfg->host : "",
-                       (unsigned)dev->cfg->port, (unsigned)dev->cfg->unit,
-                       cw_connect_ms(self->cw, dev->cw_id), cw_failures(self->cw, dev->cw_id),
-                       (unsigned long long)dev->requests, (unsigned long long)dev->read_timeouts,
-                       (unsigned long long)dev->bad_replies, (unsigned long long)dev->exceptions);
+                       dev->cfg->channel->name, dev->link->host ? dev->link->host : "",
+                       (unsigned)dev->link->port, (unsigned)dev->cfg->unit,
+                       cw_connect_ms(self->cw, dev->link->cw_id),
+                       cw_failures(self->cw, dev->link->cw_id), (unsigned long long)dev->requests,
+                       (unsigned long long)dev->read_timeouts, (unsigned long long)dev->bad_replies,
+                       (unsigned long long)dev->exceptions);
         dev->redis_state = state;
         dev->redis_dirty = false;
     }
@@ -293,7 +312,7 @@ static size_t s_online_count(ioserver_t *self)
 {
     size_t n = 0;
     for (size_t i = 0; i < self->ndevices; i++)
-        n += self->devices[i].conn == DEV_ONLINE && self->devices[i].answered;
+        n += self->devices[i].link->conn == DEV_ONLINE && self->devices[i].answered;
     return n;
 }
 
@@ -334,7 +353,13 @@ static void s_on_redis_connect(rzloop_t *redis, void *arg)
 }
 
 //  --------------------------------------------------------------------------
-//  Devices
+//  Links and devices
+//
+//  A link is one connection to the field: on a `network` channel one per
+//  device (its own socket), on a `tcp` channel one per channel (the gateway,
+//  with the channel's devices behind it by unit id). A link has at most one
+//  request outstanding; its devices take turns. A device is online once it
+//  answered on the current connection.
 
 static void s_device_error(s_device_t *dev, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -345,6 +370,20 @@ static void s_device_error(s_device_t *dev, const char *fmt, ...)
     vsnprintf(dev->last_error, sizeof dev->last_error, fmt, ap);
     va_end(ap);
     dev->redis_dirty = true;
+}
+
+//  Set the same last error on every device of a link.
+static void s_link_error(s_link_t *link, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void s_link_error(s_link_t *link, const char *fmt, ...)
+{
+    char text[160];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    for (size_t i = 0; i < link->ndevices; i++)
+        s_device_error(link->devices[i], "%s", text);
 }
 
 //  Mark every tag of a device with a bad quality (keeping its last value).
@@ -392,161 +431,199 @@ static void s_fail_writes(s_device_t *dev, const char *error)
     }
 }
 
-static void s_device_close(s_device_t *dev, const char *why, bool lost)
+//  The device stops being online (its link closed, or the gateway says the
+//  unit does not answer): its tags go bad-no-comm, keeping their values.
+static void s_device_offline(s_device_t *dev, const char *why)
 {
-    ioserver_t *self = dev->server;
-    if (dev->fd >= 0) {
-        zmq_pollitem_t item = {NULL, dev->fd, 0, 0};
-        zloop_poller_end(self->loop, &item);
-        close(dev->fd);
-        dev->fd = -1;
-    }
-    if (dev->pending.active && dev->pending.is_write) {
-        s_reply_write(self, dev->pending.write, "connection to the device lost");
-        s_write_destroy(&dev->pending.write);
-    }
-    dev->pending.active = false;
-    dev->rxlen = 0;
-    bool connected = dev->conn == DEV_ONLINE;
-    bool was_online = connected && dev->answered;
-    dev->conn = DEV_DOWN;
-    dev->answered = false;
     s_fail_writes(dev, "device offline");
-    if (connected && !was_online) {
-        //  TCP connected, but the device never answered: a failed attempt.
-        slog_debug("device %s: connection dropped before any answer: %s", dev->cfg->name, why);
-        s_device_error(dev, "connects but does not answer: %s", why);
-        if (lost)
-            cw_dropped(self->cw, dev->cw_id, mclock_mono_ms());
-    }
-    if (was_online) {
-        slog_warn("device %s offline: %s", dev->cfg->name, why);
-        s_device_error(dev, "%s", why);
-        s_device_tags_bad(dev, SCADA__QUALITY__BAD_NO_COMM, why);
-        s_publish_event(self, SCADA__EVENT__KIND__DEVICE_STATE, dev, SCADA__DEVICE_STATE__OFFLINE,
-                        why);
-        if (lost)
-            cw_lost(self->cw, dev->cw_id, mclock_mono_ms());
-    }
-}
-
-static int s_on_device_io(zloop_t *loop, zmq_pollitem_t *item, void *arg);
-
-static void s_device_set_poller(s_device_t *dev, short events)
-{
-    zmq_pollitem_t item = {NULL, dev->fd, 0, 0};
-    zloop_poller_end(dev->server->loop, &item);
-    item.events = events;
-    zloop_poller(dev->server->loop, &item, s_on_device_io, dev);
-    zloop_poller_set_tolerant(dev->server->loop, &item);
-}
-
-static void s_device_online(s_device_t *dev, int64_t now)
-{
-    ioserver_t *self = dev->server;
-    cw_connected(self->cw, dev->cw_id, now);
-    dev->conn = DEV_ONLINE;
+    if (!dev->answered)
+        return;
     dev->answered = false;
-    dev->consecutive_read_timeouts = 0;
-    dev->rxlen = 0;
-    s_device_set_poller(dev, ZMQ_POLLIN);
-    dev->redis_dirty = true;
-    //  Everything is due now: fresh values after a reconnect.
-    for (size_t c = 0; c < dev->nclasses; c++)
-        for (size_t b = 0; b < dev->classes[c].plan->nblocks; b++)
-            dev->classes[c].due[b] = now;
+    slog_warn("device %s offline: %s", dev->cfg->name, why);
+    s_device_error(dev, "%s", why);
+    s_device_tags_bad(dev, SCADA__QUALITY__BAD_NO_COMM, why);
+    s_publish_event(dev->server, SCADA__EVENT__KIND__DEVICE_STATE, dev,
+                    SCADA__DEVICE_STATE__OFFLINE, why);
 }
 
-//  The first answer on a connection: now the device is online.
+//  The device answered: it is online.
 static void s_device_answered(s_device_t *dev)
 {
     ioserver_t *self = dev->server;
+    s_link_t *link = dev->link;
     dev->answered = true;
-    cw_answered(self->cw, dev->cw_id);
-    slog_info("device %s online (%s:%u, connect %u ms)", dev->cfg->name, dev->cfg->host,
-              (unsigned)dev->cfg->port, cw_connect_ms(self->cw, dev->cw_id));
+    if (!link->answered) {
+        link->answered = true;
+        cw_answered(self->cw, link->cw_id);
+    }
+    if (link->ndevices == 1)
+        slog_info("device %s online (%s:%u, connect %u ms)", dev->cfg->name, link->host,
+                  (unsigned)link->port, cw_connect_ms(self->cw, link->cw_id));
+    else
+        slog_info("device %s online (unit %u behind %s:%u)", dev->cfg->name,
+                  (unsigned)dev->cfg->unit, link->host, (unsigned)link->port);
     s_publish_event(self, SCADA__EVENT__KIND__DEVICE_STATE, dev, SCADA__DEVICE_STATE__ONLINE, NULL);
     dev->last_error[0] = 0;
     dev->redis_dirty = true;
 }
 
-static void s_connect_failed(s_device_t *dev, int err)
+static void s_link_close_fd(s_link_t *link)
 {
-    s_device_error(dev, "connect: %s", strerror(err));
-    slog_debug("device %s connect failed: %s", dev->cfg->name, strerror(err));
-    if (dev->fd >= 0) {
-        zmq_pollitem_t item = {NULL, dev->fd, 0, 0};
-        zloop_poller_end(dev->server->loop, &item);
-        close(dev->fd);
-        dev->fd = -1;
+    if (link->fd >= 0) {
+        zmq_pollitem_t item = {NULL, link->fd, 0, 0};
+        zloop_poller_end(link->server->loop, &item);
+        close(link->fd);
+        link->fd = -1;
     }
-    dev->conn = DEV_DOWN;
-    cw_failed(dev->server->cw, dev->cw_id, mclock_mono_ms());
 }
 
-static void s_connect_start(s_device_t *dev, int64_t now)
+//  Close a link's connection. `lost`: have the connect window retry it
+//  (false only when the I/O server stops).
+static void s_link_close(s_link_t *link, const char *why, bool lost)
 {
-    int fd = socket(dev->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    ioserver_t *self = link->server;
+    s_link_close_fd(link);
+    if (link->pending.active && link->pending.is_write) {
+        s_reply_write(self, link->pending.write, "connection to the device lost");
+        s_write_destroy(&link->pending.write);
+    }
+    link->pending.active = false;
+    link->rxlen = 0;
+    bool connected = link->conn == DEV_ONLINE;
+    bool was_useful = connected && link->answered;
+    link->conn = DEV_DOWN;
+    link->answered = false;
+    for (size_t i = 0; i < link->ndevices; i++)
+        s_device_offline(link->devices[i], why);
+    if (connected && !was_useful) {
+        //  TCP connected, but nothing ever answered: a failed attempt.
+        slog_debug("%s: connection dropped before any answer: %s", link->name, why);
+        s_link_error(link, "connects but does not answer: %s", why);
+        if (lost)
+            cw_dropped(self->cw, link->cw_id, mclock_mono_ms());
+    } else if (was_useful && lost)
+        cw_lost(self->cw, link->cw_id, mclock_mono_ms());
+}
+
+static int s_on_link_io(zloop_t *loop, zmq_pollitem_t *item, void *arg);
+
+static void s_link_set_poller(s_link_t *link, short events)
+{
+    zmq_pollitem_t item = {NULL, link->fd, 0, 0};
+    zloop_poller_end(link->server->loop, &item);
+    item.events = events;
+    zloop_poller(link->server->loop, &item, s_on_link_io, link);
+    zloop_poller_set_tolerant(link->server->loop, &item);
+}
+
+//  TCP connected: poll everything now. Devices become online as they answer.
+static void s_link_connected(s_link_t *link, int64_t now)
+{
+    cw_connected(link->server->cw, link->cw_id, now);
+    link->conn = DEV_ONLINE;
+    link->answered = false;
+    link->consecutive_read_timeouts = 0;
+    link->rxlen = 0;
+    s_link_set_poller(link, ZMQ_POLLIN);
+    for (size_t i = 0; i < link->ndevices; i++) {
+        s_device_t *dev = link->devices[i];
+        dev->redis_dirty = true;
+        for (size_t c = 0; c < dev->nclasses; c++)
+            for (size_t b = 0; b < dev->classes[c].plan->nblocks; b++)
+                dev->classes[c].due[b] = now;
+    }
+}
+
+static void s_connect_failed(s_link_t *link, int err)
+{
+    s_link_error(link, "connect: %s", strerror(err));
+    slog_debug("%s: connect failed: %s", link->name, strerror(err));
+    s_link_close_fd(link);
+    link->conn = DEV_DOWN;
+    cw_failed(link->server->cw, link->cw_id, mclock_mono_ms());
+}
+
+static void s_connect_start(s_link_t *link, int64_t now)
+{
+    int fd = socket(link->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        s_device_error(dev, "socket: %s", strerror(errno));
-        cw_failed(dev->server->cw, dev->cw_id, now);
+        s_link_error(link, "socket: %s", strerror(errno));
+        cw_failed(link->server->cw, link->cw_id, now);
         return;
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    dev->fd = fd;
-    dev->conn = DEV_CONNECTING;
-    if (connect(fd, (struct sockaddr *)&dev->addr, dev->addrlen) == 0) {
-        s_device_online(dev, now);
+    link->fd = fd;
+    link->conn = DEV_CONNECTING;
+    if (connect(fd, (struct sockaddr *)&link->addr, link->addrlen) == 0) {
+        s_link_connected(link, now);
         return;
     }
     if (errno != EINPROGRESS) {
-        s_connect_failed(dev, errno);
+        s_connect_failed(link, errno);
         return;
     }
-    s_device_set_poller(dev, ZMQ_POLLOUT);
+    s_link_set_poller(link, ZMQ_POLLOUT);
 }
 
-//  Send the next due request of an idle online device, if any.
-static void s_device_send(s_device_t *dev, int64_t now)
+//  The most overdue block of a device at `now`; false if none is due.
+static bool s_device_due(s_device_t *dev, int64_t now, size_t *cls, size_t *blk, int64_t *due)
+{
+    int64_t best = INT64_MAX;
+    for (size_t c = 0; c < dev->nclasses; c++)
+        for (size_t b = 0; b < dev->classes[c].plan->nblocks; b++)
+            if (dev->classes[c].due[b] <= now && dev->classes[c].due[b] < best) {
+                best = dev->classes[c].due[b];
+                *cls = c;
+                *blk = b;
+            }
+    *due = best;
+    return best != INT64_MAX;
+}
+
+//  Send the next request of an idle online link, if a device of it has one:
+//  writes first, then the most overdue block; devices behind one gateway
+//  take turns.
+static void s_link_send(s_link_t *link, int64_t now)
 {
     uint8_t buf[MB_MAX_ADU_LEN];
     int len = -1;
-    s_pending_t *p = &dev->pending;
-    s_write_t *w = (s_write_t *)zlist_first(dev->writes);
+    s_pending_t *p = &link->pending;
+    s_device_t *dev = NULL;
+    s_write_t *w = NULL;
+    size_t bc = 0, bb = 0;
+    for (size_t k = 0; k < link->ndevices && !dev; k++) {
+        s_device_t *d = link->devices[(link->rr + k) % link->ndevices];
+        int64_t due;
+        if ((w = (s_write_t *)zlist_first(d->writes)) || s_device_due(d, now, &bc, &bb, &due)) {
+            dev = d;
+            link->rr = (link->rr + k + 1) % link->ndevices;
+        }
+    }
+    if (!dev)
+        return;
+    uint8_t unit = dev->cfg->unit;
     if (w) {
         zlist_pop(dev->writes);
         site_tag_t *t = w->tag->cfg;
-        uint16_t tid = dev->next_tid++;
+        uint16_t tid = link->next_tid++;
         if (t->area == SITE_AREA_CO)
-            len = mb_encode_write_single_coil(buf, sizeof buf, &p->req, tid, dev->cfg->unit,
-                                              t->address, w->bit != 0);
+            len = mb_encode_write_single_coil(buf, sizeof buf, &p->req, tid, unit, t->address,
+                                              w->bit != 0);
         else if (site_type_width(t->type) == 1)
-            len = mb_encode_write_single_register(buf, sizeof buf, &p->req, tid, dev->cfg->unit,
-                                                  t->address, w->regs[0]);
+            len = mb_encode_write_single_register(buf, sizeof buf, &p->req, tid, unit, t->address,
+                                                  w->regs[0]);
         else
-            len = mb_encode_write_multiple_registers(buf, sizeof buf, &p->req, tid, dev->cfg->unit,
+            len = mb_encode_write_multiple_registers(buf, sizeof buf, &p->req, tid, unit,
                                                      t->address, w->regs, 2);
         p->is_write = true;
         p->write = w;
     } else {
-        //  The most overdue block goes first.
-        int64_t best = INT64_MAX;
-        size_t bc = 0, bb = 0;
-        for (size_t c = 0; c < dev->nclasses; c++)
-            for (size_t b = 0; b < dev->classes[c].plan->nblocks; b++)
-                if (dev->classes[c].due[b] <= now && dev->classes[c].due[b] < best) {
-                    best = dev->classes[c].due[b];
-                    bc = c;
-                    bb = b;
-                }
-        if (best == INT64_MAX)
-            return;
         mbplan_block_t *blk = &dev->classes[bc].plan->blocks[bb];
         static const uint8_t fcs[] = {MB_FC_READ_COILS, MB_FC_READ_DISCRETE_INPUTS,
                                       MB_FC_READ_HOLDING, MB_FC_READ_INPUT};
-        len = mb_encode_read(buf, sizeof buf, &p->req, dev->next_tid++, dev->cfg->unit,
-                             fcs[blk->area], blk->start, blk->count);
+        len = mb_encode_read(buf, sizeof buf, &p->req, link->next_tid++, unit, fcs[blk->area],
+                             blk->start, blk->count);
         p->is_write = false;
         p->cls = bc;
         p->blk = bb;
@@ -562,32 +639,39 @@ static void s_device_send(s_device_t *dev, int64_t now)
         bool bits = p->req.fc == MB_FC_READ_COILS || p->req.fc == MB_FC_READ_DISCRETE_INPUTS;
         reply_len = 9 + (bits ? (p->req.count + 7u) / 8u : 2u * p->req.count);
     }
-    site_channel_t *ch = dev->cfg->channel;
+    site_channel_t *ch = link->channel;
     p->active = true;
+    p->dev = dev;
     p->sent = now;
     p->deadline = reply_deadline(now, ch->standard_reply_delay_ms, ch->baud, TCP_BITS, (size_t)len,
                                  reply_len);
     dev->requests++;
-    dev->server->requests++;
-    ssize_t n = send(dev->fd, buf, (size_t)len, MSG_NOSIGNAL);
+    link->server->requests++;
+    ssize_t n = send(link->fd, buf, (size_t)len, MSG_NOSIGNAL);
     if (n != len) {
         //  A request of a few bytes that the socket does not take at once: the
         //  peer is not reading or the connection broke.
-        s_device_close(dev, n < 0 ? strerror(errno) : "send buffer full", true);
+        s_link_close(link, n < 0 ? strerror(errno) : "send buffer full", true);
     }
 }
 
-//  A complete ADU arrived for the outstanding request.
-static void s_device_reply(s_device_t *dev, const uint8_t *adu, size_t len)
+//  Gateway exceptions: the gateway answered, the unit behind it did not.
+static bool s_gateway_exception(uint8_t code)
 {
-    ioserver_t *self = dev->server;
-    s_pending_t *p = &dev->pending;
+    return code == 0x0A || code == 0x0B;
+}
+
+//  A complete ADU arrived for the outstanding request.
+static void s_link_reply(s_link_t *link, const uint8_t *adu, size_t len)
+{
+    ioserver_t *self = link->server;
+    s_pending_t *p = &link->pending;
     if (!p->active) {
         self->bad_frames++;
-        dev->bad_replies++;
-        slog_debug("device %s: reply with no request outstanding, dropped", dev->cfg->name);
+        slog_debug("%s: reply with no request outstanding, dropped", link->name);
         return;
     }
+    s_device_t *dev = p->dev;
     mb_reply_t reply;
     const char *why = NULL;
     int rc = mb_decode_reply(adu, len, &p->req, &reply, &why);
@@ -596,13 +680,30 @@ static void s_device_reply(s_device_t *dev, const uint8_t *adu, size_t len)
         //  it and keep waiting for the right one.
         self->bad_frames++;
         dev->bad_replies++;
-        slog_debug("device %s: reply with transaction id %u, waiting for %u: dropped",
-                   dev->cfg->name, (unsigned)(adu[0] << 8 | adu[1]), (unsigned)p->req.tid);
+        slog_debug("%s: reply with transaction id %u, waiting for %u: dropped", link->name,
+                   (unsigned)(adu[0] << 8 | adu[1]), (unsigned)p->req.tid);
         return;
     }
     int64_t wall = mclock_wall_ms();
     p->active = false;
-    dev->consecutive_read_timeouts = 0;
+    link->consecutive_read_timeouts = 0;
+    if (rc == MB_EXCEPTION && s_gateway_exception(reply.exception) && link->ndevices > 1) {
+        //  The gateway is fine; this unit is not answering behind it.
+        if (!link->answered) {
+            link->answered = true;
+            cw_answered(self->cw, link->cw_id);
+        }
+        dev->exceptions++;
+        if (p->is_write) {
+            s_reply_write(self, p->write, "device offline (gateway: no answer from the unit)");
+            s_write_destroy(&p->write);
+        }
+        if (dev->answered)
+            s_device_offline(dev, mb_exception_text(reply.exception));
+        else
+            s_device_error(dev, "gateway: %s", mb_exception_text(reply.exception));
+        return;
+    }
     //  Any reply to this request, even an unusable one, shows the device is
     //  there: it is online (its tags say what is wrong with the reply).
     if (!dev->answered)
@@ -678,71 +779,73 @@ static void s_device_reply(s_device_t *dev, const uint8_t *adu, size_t len)
     }
 }
 
-static int s_on_device_io(zloop_t *loop, zmq_pollitem_t *item, void *arg)
+static int s_on_link_io(zloop_t *loop, zmq_pollitem_t *item, void *arg)
 {
-    s_device_t *dev = (s_device_t *)arg;
-    if (dev->fd < 0 || dev->fd != item->fd)
+    s_link_t *link = (s_link_t *)arg;
+    if (link->fd < 0 || link->fd != item->fd)
         return 0; //  stale poll result
     int64_t now = mclock_mono_ms();
-    if (dev->conn == DEV_CONNECTING) {
+    if (link->conn == DEV_CONNECTING) {
         if (!(item->revents & (ZMQ_POLLOUT | ZMQ_POLLERR)))
             return 0;
         int err = 0;
         socklen_t len = sizeof err;
-        getsockopt(dev->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        getsockopt(link->fd, SOL_SOCKET, SO_ERROR, &err, &len);
         struct sockaddr_storage peer;
         socklen_t plen = sizeof peer;
-        if (err == 0 && getpeername(dev->fd, (struct sockaddr *)&peer, &plen) != 0)
+        if (err == 0 && getpeername(link->fd, (struct sockaddr *)&peer, &plen) != 0)
             err = errno == ENOTCONN ? 0 : errno; //  still in progress: wait
-        if (err == 0 && plen > 0 && getpeername(dev->fd, (struct sockaddr *)&peer, &plen) == 0)
-            s_device_online(dev, now);
+        if (err == 0 && plen > 0 && getpeername(link->fd, (struct sockaddr *)&peer, &plen) == 0)
+            s_link_connected(link, now);
         else if (err)
-            s_connect_failed(dev, err);
+            s_connect_failed(link, err);
         return 0;
     }
-    if (dev->conn != DEV_ONLINE)
+    if (link->conn != DEV_ONLINE)
         return 0;
-    ssize_t n = recv(dev->fd, dev->rx + dev->rxlen, sizeof dev->rx - dev->rxlen, 0);
+    ssize_t n = recv(link->fd, link->rx + link->rxlen, sizeof link->rx - link->rxlen, 0);
     if (n == 0) {
-        s_device_close(dev, "connection closed by the device", true);
+        s_link_close(link, "connection closed by the device", true);
         return 0;
     }
     if (n < 0) {
         if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-            s_device_close(dev, strerror(errno), true);
+            s_link_close(link, strerror(errno), true);
         return 0;
     }
-    dev->rxlen += (size_t)n;
+    link->rxlen += (size_t)n;
     for (;;) {
-        int flen = mb_frame_length(dev->rx, dev->rxlen);
+        int flen = mb_frame_length(link->rx, link->rxlen);
         if (flen == 0)
             break;
         if (flen < 0) {
             //  The stream cannot be resynchronised: start a new connection.
-            dev->server->bad_frames++;
-            dev->bad_replies++;
-            if (dev->pending.active && !dev->pending.is_write) {
-                mbplan_t *plan = dev->classes[dev->pending.cls].plan;
-                mbplan_block_t *blk = &plan->blocks[dev->pending.blk];
+            link->server->bad_frames++;
+            s_pending_t *p = &link->pending;
+            if (p->active && !p->is_write) {
+                s_device_t *dev = p->dev;
+                dev->bad_replies++;
+                mbplan_t *plan = dev->classes[p->cls].plan;
+                mbplan_block_t *blk = &plan->blocks[p->blk];
                 for (size_t i = 0; i < blk->ntags; i++) {
                     site_tag_t *t = plan->tags[blk->first + i];
-                    s_tag_update(dev->server, &dev->tags[t - dev->cfg->tags], false, 0,
+                    s_tag_update(link->server, &dev->tags[t - dev->cfg->tags], false, 0,
                                  SCADA__QUALITY__BAD_DEVICE, mclock_wall_ms(),
                                  "malformed Modbus TCP header");
                 }
             }
-            slog_warn("device %s: malformed Modbus TCP header, reconnecting", dev->cfg->name);
-            s_device_close(dev, "malformed Modbus TCP header", true);
+            slog_warn("%s: malformed Modbus TCP header, reconnecting", link->name);
+            s_link_close(link, "malformed Modbus TCP header", true);
             return 0;
         }
-        s_device_reply(dev, dev->rx, (size_t)flen);
-        if (dev->fd < 0)
+        s_link_reply(link, link->rx, (size_t)flen);
+        if (link->fd < 0)
             return 0;
-        memmove(dev->rx, dev->rx + flen, dev->rxlen - (size_t)flen);
-        dev->rxlen -= (size_t)flen;
+        memmove(link->rx, link->rx + flen, link->rxlen - (size_t)flen);
+        link->rxlen -= (size_t)flen;
     }
-    if (!dev->pending.active)
-        s_device_send(dev, now);
+    if (!link->pending.active)
+        s_link_send(link, now);
     return 0;
 }
 
@@ -756,43 +859,39 @@ static int s_on_tick(zloop_t *loop, int timer_id, void *arg)
     int id;
     uint32_t timeout;
     while (cw_expired(self->cw, now, &id)) {
-        s_device_t *dev = self->by_cw[id];
-        s_device_error(dev, "connect timed out");
-        if (dev->fd >= 0) {
-            zmq_pollitem_t item = {NULL, dev->fd, 0, 0};
-            zloop_poller_end(loop, &item);
-            close(dev->fd);
-            dev->fd = -1;
-        }
-        dev->conn = DEV_DOWN;
+        s_link_t *link = self->by_cw[id];
+        s_link_error(link, "connect timed out");
+        s_link_close_fd(link);
+        link->conn = DEV_DOWN;
     }
     while (cw_start(self->cw, now, &id, &timeout))
         s_connect_start(self->by_cw[id], now);
-    for (size_t i = 0; i < self->ndevices; i++) {
-        s_device_t *dev = &self->devices[i];
-        if (dev->conn != DEV_ONLINE)
+    for (size_t i = 0; i < self->nlinks; i++) {
+        s_link_t *link = &self->links[i];
+        if (link->conn != DEV_ONLINE)
             continue;
-        s_pending_t *p = &dev->pending;
+        s_pending_t *p = &link->pending;
         if (p->active && now >= p->deadline) {
+            s_device_t *dev = p->dev;
             dev->read_timeouts++;
-            dev->consecutive_read_timeouts++;
+            link->consecutive_read_timeouts++;
             s_device_error(dev, "no reply within %lld ms (%u in a row)",
-                           (long long)(p->deadline - p->sent), dev->consecutive_read_timeouts);
+                           (long long)(p->deadline - p->sent), link->consecutive_read_timeouts);
             p->active = false;
             if (p->is_write) {
                 s_reply_write(self, p->write, "no reply from the device by the deadline");
                 s_write_destroy(&p->write);
             }
-            if (dev->consecutive_read_timeouts >= dev->cfg->channel->max_read_timeouts) {
+            if (link->consecutive_read_timeouts >= link->channel->max_read_timeouts) {
                 char why[96];
                 snprintf(why, sizeof why, "%u consecutive read timeouts",
-                         dev->consecutive_read_timeouts);
-                s_device_close(dev, why, true);
+                         link->consecutive_read_timeouts);
+                s_link_close(link, why, true);
                 continue;
             }
         }
         if (!p->active)
-            s_device_send(dev, now);
+            s_link_send(link, now);
     }
     if (now >= self->next_integrity) {
         s_batch_flush(self, false);
@@ -969,7 +1068,7 @@ static int s_on_control(zloop_t *loop, zsock_t *sock, void *arg)
                                                  : "no such tag";
         else if (!tag->cfg->writable)
             why = "tag is read-only";
-        else if (dev->conn != DEV_ONLINE || !dev->answered)
+        else if (dev->link->conn != DEV_ONLINE || !dev->answered)
             why = "device offline";
         else if (zlist_size(dev->writes) >= WRITE_QUEUE)
             why = "too many writes waiting for this device";
@@ -989,8 +1088,8 @@ static int s_on_control(zloop_t *loop, zsock_t *sock, void *arg)
             pw->tag = tag;
             zlist_append(dev->writes, pw);
             slog_info("write %s = %g queued", tag->cfg->name, req->value);
-            if (!dev->pending.active)
-                s_device_send(dev, mclock_mono_ms());
+            if (!dev->link->pending.active)
+                s_link_send(dev->link, mclock_mono_ms());
         }
     } else if (req->kind == SCADA__IO_REQUEST__KIND__READ) {
         s_reply_read(self, envelope, req);
@@ -1005,31 +1104,28 @@ static int s_on_control(zloop_t *loop, zsock_t *sock, void *arg)
 //  --------------------------------------------------------------------------
 //  Construction
 
-static int s_resolve(s_device_t *dev)
+static int s_resolve(s_link_t *link)
 {
     struct addrinfo hints = {0}, *res = NULL;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_family = AF_UNSPEC;
     char port[8];
-    snprintf(port, sizeof port, "%u", (unsigned)dev->cfg->port);
-    int rc = getaddrinfo(dev->cfg->host, port, &hints, &res);
+    snprintf(port, sizeof port, "%u", (unsigned)link->port);
+    int rc = getaddrinfo(link->host, port, &hints, &res);
     if (rc != 0 || !res) {
-        s_device_error(dev, "cannot resolve %s: %s", dev->cfg->host, gai_strerror(rc));
+        s_link_error(link, "cannot resolve %s: %s", link->host, gai_strerror(rc));
         return -1;
     }
-    memcpy(&dev->addr, res->ai_addr, res->ai_addrlen);
-    dev->addrlen = res->ai_addrlen;
+    memcpy(&link->addr, res->ai_addr, res->ai_addrlen);
+    link->addrlen = res->ai_addrlen;
     freeaddrinfo(res);
     return 0;
 }
 
-static int s_device_init(ioserver_t *self, s_device_t *dev, site_device_t *cfg, int index)
+static void s_device_init(ioserver_t *self, s_device_t *dev, site_device_t *cfg)
 {
     dev->server = self;
     dev->cfg = cfg;
-    dev->index = index;
-    dev->fd = -1;
-    dev->next_tid = (uint16_t)(index * 7919);
     dev->writes = zlist_new();
     dev->tags = (s_tag_t *)zmalloc(cfg->ntags * sizeof *dev->tags + 1);
     for (size_t i = 0; i < cfg->ntags; i++) {
@@ -1060,21 +1156,59 @@ static int s_device_init(ioserver_t *self, s_device_t *dev, site_device_t *cfg, 
             slog_warn("device %s: %zu tags cannot be read (address range)", cfg->name, rejected);
     }
     free(group);
-    if (cfg->channel->type != SITE_CH_NETWORK) {
-        s_device_error(dev, "channel type %s is not served yet",
-                       site_chtype_name(cfg->channel->type));
-        slog_warn("device %s: channel %s of type %s is not served by this version", cfg->name,
-                  cfg->channel->name, site_chtype_name(cfg->channel->type));
-        dev->addr_ok = false;
-    } else
-        dev->addr_ok = s_resolve(dev) == 0;
-    if (!dev->addr_ok)
-        for (size_t i = 0; i < cfg->ntags; i++) {
-            dev->tags[i].quality = SCADA__QUALITY__BAD_CONFIG;
-            dev->tags[i].reason = "device address not usable";
+}
+
+//  Set up the link of `dev`: its own for a network device, the channel's
+//  shared one for a device behind a gateway.
+static void s_link_attach(ioserver_t *self, s_device_t *dev)
+{
+    site_channel_t *ch = dev->cfg->channel;
+    s_link_t *link = NULL;
+    if (ch->type == SITE_CH_TCP)
+        for (size_t i = 0; i < self->nlinks && !link; i++)
+            if (self->links[i].channel == ch)
+                link = &self->links[i];
+    if (!link) {
+        link = &self->links[self->nlinks++];
+        link->server = self;
+        link->channel = ch;
+        link->fd = -1;
+        link->next_tid = (uint16_t)(self->nlinks * 7919);
+        link->devices = (s_device_t **)zmalloc((ch->ndevices + 1) * sizeof *link->devices);
+        link->cw_id = cw_add(self->cw);
+        self->by_cw[link->cw_id] = link;
+        if (ch->type == SITE_CH_TCP) {
+            snprintf(link->name, sizeof link->name, "channel %s (gateway %s:%u)", ch->name,
+                     ch->host, (unsigned)ch->port);
+            link->host = ch->host;
+            link->port = ch->port;
+        } else {
+            snprintf(link->name, sizeof link->name, "device %s", dev->cfg->name);
+            link->host = dev->cfg->host;
+            link->port = dev->cfg->port;
         }
-    dev->cw_id = cw_add(self->cw);
-    return dev->cw_id;
+    }
+    link->devices[link->ndevices++] = dev;
+    dev->link = link;
+}
+
+//  After every device is attached: resolve addresses, mark what cannot be served.
+static void s_link_prepare(s_link_t *link)
+{
+    site_channel_t *ch = link->channel;
+    if (ch->type != SITE_CH_NETWORK && ch->type != SITE_CH_TCP) {
+        s_link_error(link, "channel type %s is not served yet", site_chtype_name(ch->type));
+        slog_warn("channel %s of type %s is not served by this version", ch->name,
+                  site_chtype_name(ch->type));
+        link->addr_ok = false;
+    } else
+        link->addr_ok = link->host && s_resolve(link) == 0;
+    if (!link->addr_ok)
+        for (size_t d = 0; d < link->ndevices; d++)
+            for (size_t i = 0; i < link->devices[d]->cfg->ntags; i++) {
+                link->devices[d]->tags[i].quality = SCADA__QUALITY__BAD_CONFIG;
+                link->devices[d]->tags[i].reason = "device address not usable";
+            }
 }
 
 ioserver_t *ioserver_new(site_t *site, const char *name)
@@ -1108,17 +1242,19 @@ ioserver_t *ioserver_new(site_t *site, const char *name)
             if (site_device_priority(&site->channels[c].devices[d], name) > 0)
                 n++;
     self->devices = (s_device_t *)zmalloc((n + 1) * sizeof *self->devices);
-    self->by_cw = (s_device_t **)zmalloc((n + 1) * sizeof *self->by_cw);
+    self->links = (s_link_t *)zmalloc((n + 1) * sizeof *self->links);
+    self->by_cw = (s_link_t **)zmalloc((n + 1) * sizeof *self->by_cw);
     for (size_t c = 0; c < site->nchannels; c++)
         for (size_t d = 0; d < site->channels[c].ndevices; d++) {
             site_device_t *cfg = &site->channels[c].devices[d];
             if (site_device_priority(cfg, name) <= 0)
                 continue;
-            s_device_t *dev = &self->devices[self->ndevices];
-            int id = s_device_init(self, dev, cfg, (int)self->ndevices);
-            self->by_cw[id] = dev;
-            self->ndevices++;
+            s_device_t *dev = &self->devices[self->ndevices++];
+            s_device_init(self, dev, cfg);
+            s_link_attach(self, dev);
         }
+    for (size_t i = 0; i < self->nlinks; i++)
+        s_link_prepare(&self->links[i]);
     self->reasons = zhashx_new(); //  text -> owned copy of it
     zhashx_set_destructor(self->reasons, (zhashx_destructor_fn *)zstr_free);
     self->batch = (Scada__Value *)zmalloc(BATCH_MAX * sizeof *self->batch);
@@ -1148,12 +1284,17 @@ void ioserver_destroy(ioserver_t **self_p)
     if (!self_p || !*self_p)
         return;
     ioserver_t *self = *self_p;
+    for (size_t i = 0; i < self->nlinks; i++) {
+        s_link_t *link = &self->links[i];
+        if (link->fd >= 0)
+            close(link->fd);
+        if (link->pending.active && link->pending.is_write)
+            s_write_destroy(&link->pending.write);
+        free(link->devices);
+    }
+    free(self->links);
     for (size_t i = 0; i < self->ndevices; i++) {
         s_device_t *dev = &self->devices[i];
-        if (dev->fd >= 0)
-            close(dev->fd);
-        if (dev->pending.active && dev->pending.is_write)
-            s_write_destroy(&dev->pending.write);
         s_write_t *w;
         while (dev->writes && (w = (s_write_t *)zlist_pop(dev->writes)))
             s_write_destroy(&w);
@@ -1206,19 +1347,18 @@ void ioserver_actor(zsock_t *pipe, void *engine)
     //  The first tick publishes every tag with its quality ("not read yet"),
     //  so subscribers know of devices that never answer.
     self->next_integrity = now;
-    for (size_t i = 0; i < self->ndevices; i++)
-        if (self->devices[i].addr_ok)
-            cw_want(self->cw, self->devices[i].cw_id, now);
+    for (size_t i = 0; i < self->nlinks; i++)
+        if (self->links[i].addr_ok)
+            cw_want(self->cw, self->links[i].cw_id, now);
     zsock_signal(pipe, 0);
     zloop_start(self->loop);
 
     //  Stopping: tell subscribers and Redis.
-    for (size_t i = 0; i < self->ndevices; i++) {
-        s_device_t *dev = &self->devices[i];
-        if (dev->conn == DEV_ONLINE)
-            s_device_close(dev, "I/O server stopped", false);
-        s_fail_writes(dev, "I/O server stopped");
-    }
+    for (size_t i = 0; i < self->nlinks; i++)
+        if (self->links[i].conn == DEV_ONLINE)
+            s_link_close(&self->links[i], "I/O server stopped", false);
+    for (size_t i = 0; i < self->ndevices; i++)
+        s_fail_writes(&self->devices[i], "I/O server stopped");
     s_batch_flush(self, false);
     if (rzloop_connected(self->redis)) {
         int64_t t = mclock_mono_ms();
