@@ -33,24 +33,23 @@
       close, so a peer that drops every connection before answering still
       reaches the limit.
 
-    Transitions (actions in brackets; "-" means ignored: no change, no action,
-    since the event cannot happen in that state or changes nothing):
+    Transitions (actions in brackets):
 
-    state        good_reply       read/write_timeout                opened         open_failed
-   closed DOWN         -                -                                 HEALTHY        DOWN
-   [retry]  - HEALTHY      reset counters   +1; at limit: socket -> FAILED    -              - DOWN
-   [bad, [alarm,bad,close,retry], channel                               retry]
-                                  -> REASSIGNING [alarm,bad,close,
-                                  reassign]
-    REASSIGNING  -                -                                 REASSIGNED     FAILED        -
-                                                                                   [retry]
-    REASSIGNED   HEALTHY [clear]  +1; at limit: FAILED [close,      -              - FAILED retry]
-   [retry] FAILED       -                -                                 RECOVERING     FAILED -
-                                                                                   [retry]
-    RECOVERING   HEALTHY [clear]  +1; at limit: FAILED [close,      -              - FAILED retry]
-   [retry]
+    DOWN         opened -> HEALTHY; open_failed: [retry]
+    HEALTHY      good_reply: reset counters; closed -> DOWN [bad, retry];
+                 timeout at a limit: socket -> FAILED [alarm, bad, close, retry],
+                                     channel -> REASSIGNING [alarm, bad, close, reassign]
+    REASSIGNING  opened -> REASSIGNED (counters reset); open_failed -> FAILED [retry]
+    REASSIGNED   good_reply -> HEALTHY [clear]; closed -> FAILED [retry];
+                 timeout at a limit -> FAILED [close, retry]
+    FAILED       opened -> RECOVERING (counters reset); open_failed: [retry]
+    RECOVERING   good_reply -> HEALTHY [clear]; closed -> FAILED [retry];
+                 timeout at a limit -> FAILED [close, retry]
 
-    Every change of state also returns LINK_ACT_STATE_CHANGED. docs/channel-failover.md
+    A timeout below the limits only counts. Every other event is ignored (no
+    change, no action): a closed link has no requests, so its replies and
+    timeouts are stale; an open link has nothing being opened. Every change
+    of state also returns LINK_ACT_STATE_CHANGED. docs/channel-failover.md
     explains the machine for engineers.
 */
 #ifndef LINK_FSM_H_INCLUDED
@@ -95,25 +94,26 @@ typedef enum {
 } link_event_t;
 
 //  Actions, a bitmask: the caller performs every bit that is set, in this order.
-#define LINK_ACT_NONE        0u
-#define LINK_ACT_RAISE_ALARM (1u << 0) //  raise the I/O Timeout alarm of the link
-#define LINK_ACT_MARK_BAD                                                                          \
-    (1u << 1) //  the link's outstations are offline: their tags
-              //  keep their values with quality bad-no-comm
-#define LINK_ACT_CLOSE                                                                             \
-    (1u << 2) //  close the socket; for a channel: de-assign it
-              //  (close its socket or port)
-#define LINK_ACT_REASSIGN                                                                          \
-    (1u << 3) //  reopen the channel at once, not waiting for the
-              //  backoff; report link_opened or link_open_failed
-#define LINK_ACT_RETRY_LATER                                                                       \
-    (1u << 4)                          //  reopen through the connect window's backoff
-                                       //  (cw_lost / cw_failed / cw_dropped)
-#define LINK_ACT_CLEAR_ALARM (1u << 5) //  clear the I/O Timeout alarm of the link
-#define LINK_ACT_STATE_CHANGED                                                                     \
-    (1u << 6) //  the state changed: publish the event, rewrite
-              //  the Redis key
-#define LINK_ACT_ALL 0x7fu
+enum {
+    LINK_ACT_NONE = 0,
+    //  Raise the I/O Timeout alarm of the link.
+    LINK_ACT_RAISE_ALARM = 1 << 0,
+    //  The link's outstations are offline: their tags keep their last values
+    //  with quality bad-no-comm.
+    LINK_ACT_MARK_BAD = 1 << 1,
+    //  Close the socket; for a channel, de-assign it: close its socket or port.
+    LINK_ACT_CLOSE = 1 << 2,
+    //  Reopen the channel at once, not waiting for the backoff; then report
+    //  link_opened or link_open_failed.
+    LINK_ACT_REASSIGN = 1 << 3,
+    //  Reopen through the connect window's backoff (cw_lost, cw_failed, cw_dropped).
+    LINK_ACT_RETRY_LATER = 1 << 4,
+    //  Clear the I/O Timeout alarm of the link.
+    LINK_ACT_CLEAR_ALARM = 1 << 5,
+    //  The state changed: publish the event, rewrite the Redis key.
+    LINK_ACT_STATE_CHANGED = 1 << 6,
+    LINK_ACT_ALL = 0x7f
+};
 
 //  One link. The caller embeds it and reads the fields; only the functions
 //  below change them. Invariant: alarm_active is true exactly in REASSIGNING,
