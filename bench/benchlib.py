@@ -14,6 +14,7 @@ import importlib
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,6 +28,33 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 BIN = os.path.join(ROOT, os.environ.get("BUILD", "build"), "bin")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def snapshot_bins(workdir, names):
+    """Copy build/bin/NAME into workdir/bin so one run uses one build even if
+    someone rebuilds meanwhile. Returns {name: path} and one line saying which
+    build it is (git HEAD, and the binaries' modification time)."""
+    d = os.path.join(workdir, "bin")
+    os.makedirs(d, exist_ok=True)
+    paths, newest = {}, 0
+    for name in names:
+        src = os.path.join(BIN, name)
+        dst = os.path.join(d, name)
+        shutil.copy2(src, dst)
+        paths[name] = dst
+        newest = max(newest, os.path.getmtime(src))
+    try:
+        head = subprocess.run(["git", "-C", ROOT, "log", "-1", "--format=%h"], text=True,
+                              capture_output=True).stdout.strip() or "?"
+        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no",
+                                "--", "services", "common", "proto"], text=True,
+                               capture_output=True).stdout.strip()
+    except OSError:
+        head, dirty = "?", ""
+    what = "build/bin of %s, built %s%s" % (
+        head, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(newest)),
+        " (working tree had uncommitted changes under services/common/proto)" if dirty else "")
+    return paths, what
 
 
 def log(fmt, *args):

@@ -259,7 +259,8 @@ def silent_tried(r, site_name, nsilent):
     return tried
 
 
-def run_n(args, procs, ctx, r, dctl, sniffer, live_base, redis_port, devsim_ctl, nsilent):
+def run_n(args, procs, ctx, r, dctl, sniffer, bins, live_base, redis_port, devsim_ctl,
+          nsilent):
     site_name = "benchrc%d" % nsilent
     ports = B.free_ports(2)
     pub = "tcp://127.0.0.1:%d" % ports
@@ -269,7 +270,7 @@ def run_n(args, procs, ctx, r, dctl, sniffer, live_base, redis_port, devsim_ctl,
     watcher = Watcher(ctx, pub, "live0", "LIVE0.")
     watcher.start()
     io = procs.start("ioserver-%d" % nsilent,
-                     [os.path.join(B.BIN, "scada-ioserver"), "--config", site, "--name", "io1"])
+                     [bins["scada-ioserver"], "--config", site, "--name", "io1"])
     ioc = B.IoControl(ctx, ctl)
     res = {"n": nsilent, "times": [], "online_times": []}
     try:
@@ -427,6 +428,7 @@ def main():
     results = []
     sniffer = None
     try:
+        bins, args.build = B.snapshot_bins(work, ["scada-ioserver", "scada-devsim"])
         fw.add()
         live_base = B.free_ports(NLIVE)
         redis_port = B.free_ports(1)
@@ -437,7 +439,7 @@ def main():
         dsite = os.path.join(work, "site-devsim.yaml")
         write_site(dsite, "benchrcdevsim", 0, live_base, "tcp://127.0.0.1:1",
                    "tcp://127.0.0.1:2", redis_port, devsim_ctl)
-        devsim = procs.start("devsim", [os.path.join(B.BIN, "scada-devsim"), "--config", dsite,
+        devsim = procs.start("devsim", [bins["scada-devsim"], "--config", dsite,
                                         "--only", ",".join("live%d" % i for i in range(NLIVE))])
         dctl = B.DevsimControl(ctx, devsim_ctl)
         sniffer = SynSniffer(live_base)  # live0's port
@@ -446,8 +448,8 @@ def main():
                    30, 0.2)
         for n in counts:
             B.log("---- N=%d silent devices", n)
-            results.append(run_n(args, procs, ctx, r, dctl, sniffer, live_base, redis_port,
-                                 devsim_ctl, n))
+            results.append(run_n(args, procs, ctx, r, dctl, sniffer, bins, live_base,
+                                 redis_port, devsim_ctl, n))
         dctl.close()
         report(args, results)
         if args.keep:
@@ -471,6 +473,7 @@ def report(args, results):
     print()
     print("RECONNECT  %s" % time.strftime("%Y-%m-%d %H:%M:%S"))
     print("machine: %s" % B.machine())
+    print("binaries: %s" % args.build)
     print("connect_window %d (%d slots for new/dead probes), connect_timeout_ms %d, "
           "reconnect_min_ms %d, scan %d ms; silent devices at %s (SYNs dropped by iptables)"
           % (WINDOW, WINDOW - max(1, WINDOW // 5), CONNECT_TIMEOUT_MS, RECONNECT_MIN_MS,

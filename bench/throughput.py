@@ -162,6 +162,13 @@ def main():
     procs = B.Procs(work)
     ctx = zmq.Context()
     try:
+        # Copies of the binaries: one run, one build, even if someone rebuilds.
+        default_io = args.ioserver == os.path.join(B.BIN, "scada-ioserver")
+        names = ["scada-devsim"] + (["scada-ioserver"] if default_io else [])
+        bins, args.build = B.snapshot_bins(work, names)
+        args.ioserver_label = "build/bin/scada-ioserver" if default_io else args.ioserver
+        if default_io:
+            args.ioserver = bins["scada-ioserver"]
         n, regs = args.devices, args.regs
         dev_base = B.free_ports(n)
         pub_port = B.free_ports(2)
@@ -176,7 +183,7 @@ def main():
               site, n, regs, dev_base, dev_base + n - 1, args.scan_ms)
 
         redis = B.redis_server(procs, redis_port)
-        devsim = procs.start("devsim", [os.path.join(B.BIN, "scada-devsim"), "--config", site,
+        devsim = procs.start("devsim", [bins["scada-devsim"], "--config", site,
                                         "--log-level", "warn"])
         dctl = B.DevsimControl(ctx, devsim_ctl)
 
@@ -319,8 +326,9 @@ def report(args, io, flat, paced):
           "scan %d ms = %s transactions/s, %s tag values/s expected; %.0f s measured each"
           % (n, regs, args.scan_ms, fmt_int(expect_tps), fmt_int(expect_tps * regs),
              args.seconds))
+    print("binaries: %s" % args.build)
     print("one scada-devsim serves all devices; the I/O server (%s) had a private "
-          "redis-server and %s" % (os.path.relpath(args.ioserver, B.ROOT),
+          "redis-server and %s" % (args.ioserver_label,
                                    "no subscriber" if args.no_subscriber else
                                    "one subscriber on its PUB socket"))
     print()
