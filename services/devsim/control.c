@@ -113,8 +113,9 @@ static long s_devices(devsim_t *self, const char *spec, simdev_t ***devs, char *
         simdev_t *dev = devsim_device(self, name);
         if (!dev) {
             if (site_device(devsim_site(self), name))
-                *error = s_reply("error: device %s is not served by this devsim (not local, "
-                                 "not TCP, or not in --only)",
+                *error = s_reply("error: device %s is not served by this devsim (address not "
+                                 "local, serial port not a terminal, a listen channel, or not "
+                                 "in --only)",
                                  name);
             else
                 *error = s_reply("error: no device %s in the site", name);
@@ -204,10 +205,45 @@ static void s_stats_device(devsim_t *self, simdev_t *dev, s_buf_t *buf)
     s_printf(buf,
              "\"connections\":%zu,\"accepted\":%llu,\"listening\":%s,\"endpoint\":", ep.connections,
              (unsigned long long)ep.accepted, ep.listening ? "true" : "false");
-    char endpoint[300];
-    snprintf(endpoint, sizeof endpoint, "%s:%u", ep.host, ep.port);
-    s_json_string(buf, endpoint);
-    s_printf(buf, ",\"gateway\":%s,\"unit\":%u}", ep.gateway ? "true" : "false", device->unit);
+    if (ep.serial)
+        s_json_string(buf, ep.host);
+    else {
+        char endpoint[300];
+        snprintf(endpoint, sizeof endpoint, "%s:%u", ep.host, ep.port);
+        s_json_string(buf, endpoint);
+    }
+    s_printf(buf, ",\"gateway\":%s,\"unit\":%u,\"transport\":\"%s\"", ep.gateway ? "true" : "false",
+             device->unit, ep.serial ? "rtu" : "tcp");
+    if (ep.serial) {
+        s_printf(buf, ",\"channel\":");
+        s_json_string(buf, ep.channel);
+    }
+    s_printf(buf, "}");
+}
+
+//  "serial":{CHANNEL:{...}} for every served serial channel.
+static void s_stats_serial(devsim_t *self, s_buf_t *buf)
+{
+    s_printf(buf, "\"serial\":{");
+    devsim_serial_t port;
+    for (size_t i = 0; devsim_serial_at(self, i, &port) == 0; i++) {
+        if (i)
+            s_printf(buf, ",");
+        s_json_string(buf, port.channel);
+        s_printf(buf, ":{\"port\":");
+        s_json_string(buf, port.path);
+        s_printf(buf,
+                 ",\"baud\":%u,\"framing\":\"%d%c%d\",\"line\":\"%s\",\"open\":%s,\"units\":%zu,"
+                 "\"opens\":%llu,"
+                 "\"frames\":%llu,\"crc_errors\":%llu,\"garbage_bytes\":%llu,"
+                 "\"unknown_unit\":%llu,\"broadcasts\":%llu,\"write_errors\":%llu}",
+                 port.baud, port.data_bits, port.parity, port.stop_bits, port.line,
+                 port.open ? "true" : "false", port.units, (unsigned long long)port.opens,
+                 (unsigned long long)port.frames, (unsigned long long)port.crc_errors,
+                 (unsigned long long)port.garbage_bytes, (unsigned long long)port.unknown,
+                 (unsigned long long)port.broadcasts, (unsigned long long)port.write_errors);
+    }
+    s_printf(buf, "}");
 }
 
 static char *s_stats(devsim_t *self, simdev_t **devs, size_t ndevs)
@@ -229,17 +265,23 @@ static char *s_stats(devsim_t *self, simdev_t **devs, size_t ndevs)
         sum.ignored += stats->ignored;
     }
     devsim_endpoint_t total;
-    size_t listening = 0;
-    devsim_totals(self, &total, &listening);
+    size_t listening = 0, ports = 0;
+    devsim_totals(self, &total, &listening, &ports);
+    s_printf(&buf, "},");
+    s_stats_serial(self, &buf);
     s_printf(&buf,
-             "},\"totals\":{\"devices\":%zu,\"listening\":%zu,\"connections\":%zu,"
-             "\"accepted\":%llu,\"requests\":%llu,\"replies\":%llu,\"exceptions\":%llu,"
-             "\"garbage\":%llu,\"ignored\":%llu,\"malformed\":%llu,\"unknown_unit\":%llu}}",
-             devsim_device_count(self), listening, total.connections,
+             ",\"totals\":{\"devices\":%zu,\"listening\":%zu,\"serial_open\":%zu,"
+             "\"connections\":%zu,\"accepted\":%llu,\"requests\":%llu,\"replies\":%llu,"
+             "\"exceptions\":%llu,\"garbage\":%llu,\"ignored\":%llu,\"malformed\":%llu,"
+             "\"unknown_unit\":%llu,\"frames\":%llu,\"crc_errors\":%llu,"
+             "\"garbage_bytes\":%llu}}",
+             devsim_device_count(self), listening, ports, total.connections,
              (unsigned long long)total.accepted, (unsigned long long)sum.requests,
              (unsigned long long)sum.replies, (unsigned long long)sum.exceptions,
              (unsigned long long)sum.garbage, (unsigned long long)sum.ignored,
-             (unsigned long long)total.malformed, (unsigned long long)total.unknown);
+             (unsigned long long)total.malformed, (unsigned long long)total.unknown,
+             (unsigned long long)total.frames, (unsigned long long)total.crc_errors,
+             (unsigned long long)total.garbage_bytes);
     if (buf.failed) {
         free(buf.data);
         return NULL;

@@ -7,6 +7,7 @@
 #include "devsim.h"
 #include "mbframe.h"
 #include "mbserve.h"
+#include "rtuframe.h"
 #include "site.h"
 #include "slog.h"
 #include "tagsim.h"
@@ -20,21 +21,27 @@
 #include <sys/resource.h>
 
 #define S_DEFAULT_CONTROL "tcp://127.0.0.1:5590"
+#define S_MAX_SERIAL      256 //  --serial options
 
 static void s_usage(FILE *out)
 {
     fprintf(out,
             "usage: scada-devsim --config SITE.yaml [--only NAME,NAME...] [--control ENDPOINT]\n"
-            "                    [--seed N] [--log-level debug|info|warn|error] [--help]\n"
+            "                    [--serial CHANNEL=PATH]... [--seed N]\n"
+            "                    [--log-level debug|info|warn|error] [--help]\n"
             "\n"
             "Serves the site's Modbus TCP devices whose address is on this machine\n"
             "(network devices on their own host:port, tcp gateway channels on the\n"
-            "channel's host:port by unit id) with values moved by each tag's sim.\n"
+            "channel's host:port by unit id) and its serial channels in Modbus RTU\n"
+            "on their serial_port (a tty or one end of a pty pair; by unit address),\n"
+            "with values moved by each tag's sim.\n"
             "\n"
             "  --config FILE     the site file (required)\n"
             "  --only LIST       serve only these devices (comma-separated names)\n"
             "  --control EP      ZeroMQ endpoint of the control socket\n"
             "                    (default: the site's devsim_control, else %s)\n"
+            "  --serial CH=PATH  open PATH for serial channel CH instead of its serial_port\n"
+            "                    (the other end of the I/O server's pty pair); repeatable\n"
             "  --seed N          random seed for noise sims and garbage (default 1)\n"
             "  --log-level L     debug, info (default), warn or error\n"
             "  --selftest        run the built-in unit tests and exit\n"
@@ -63,7 +70,8 @@ static void s_raise_fd_limit(void)
 
 static int s_selftest(void)
 {
-    int failed = tagsim_test(true) + timerq_test(true) + mbframe_test(true) + mbserve_test(true);
+    int failed = tagsim_test(true) + timerq_test(true) + mbframe_test(true) + rtuframe_test(true) +
+                 mbserve_test(true);
     fprintf(stderr, "selftest: %s\n", failed ? "FAILED" : "OK");
     return failed ? 1 : 0;
 }
@@ -73,12 +81,15 @@ int main(int argc, char **argv)
     static const struct option options[] = {{"config", required_argument, NULL, 'c'},
                                             {"only", required_argument, NULL, 'o'},
                                             {"control", required_argument, NULL, 'C'},
+                                            {"serial", required_argument, NULL, 'S'},
                                             {"seed", required_argument, NULL, 's'},
                                             {"log-level", required_argument, NULL, 'l'},
                                             {"selftest", no_argument, NULL, 'T'},
                                             {"help", no_argument, NULL, 'h'},
                                             {NULL, 0, NULL, 0}};
     const char *config_path = NULL, *only = NULL, *control = NULL;
+    const char *serial[S_MAX_SERIAL]; //  --serial values, pointing into argv
+    size_t nserial = 0;
     unsigned long long seed = 1;
     int level = SLOG_INFO;
     int opt;
@@ -94,6 +105,13 @@ int main(int argc, char **argv)
             break;
         case 'C':
             control = optarg;
+            break;
+        case 'S':
+            if (nserial == S_MAX_SERIAL) {
+                fprintf(stderr, "scada-devsim: --serial: more than %d\n", S_MAX_SERIAL);
+                return 2;
+            }
+            serial[nserial++] = optarg;
             break;
         case 's':
             errno = 0;
@@ -151,6 +169,8 @@ int main(int argc, char **argv)
                                           : S_DEFAULT_CONTROL,
         .only = only,
         .seed = seed,
+        .serial = serial,
+        .nserial = nserial,
     };
     devsim_error_t error = DEVSIM_ERUNTIME;
     devsim_t *devsim = devsim_new(site, &config, err, sizeof err, &error);

@@ -46,6 +46,13 @@ int mbserve_reply(modbus_t *ctx, int fd, const uint8_t *adu, int adu_len, int tr
 //  mbserve_reply().
 int mbserve_exception(modbus_t *ctx, int fd, const uint8_t *adu, int code);
 
+//  Apply a broadcast request (RTU unit address 0) to `mapping` without
+//  answering: ctx must be an RTU context, whose modbus_reply() sends
+//  nothing for address 0. Returns 0 when it was applied, else the
+//  exception code a unicast request would have had (nothing is written).
+int mbserve_broadcast(modbus_t *ctx, const uint8_t *adu, int adu_len, int trailer_len,
+                      modbus_mapping_t *mapping);
+
 //  Self test; returns the number of failed checks (0 is good).
 int mbserve_test(bool verbose);
 
