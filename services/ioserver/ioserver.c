@@ -17,6 +17,7 @@
 #include "ioserver.h"
 
 #include "connect_window.h"
+#include "link_fsm.h"
 #include "mbplan.h"
 #include "mbtcp.h"
 #include "mclock.h"
@@ -114,8 +115,11 @@ struct _s_link_t {
     size_t rxlen;
     uint16_t next_tid;
     s_pending_t pending;
-    uint32_t consecutive_read_timeouts;
-    s_device_t **devices; //  the devices reached through it (owned array)
+    link_fsm_t fsm;             //  timeouts and failover (link_fsm.h)
+    uint8_t tx[MB_MAX_ADU_LEN]; //  request bytes the socket has not taken yet
+    size_t txlen, txoff;
+    int64_t write_deadline; //  when the OS must have taken them (write timeout)
+    s_device_t **devices;   //  the devices reached through it (owned array)
     size_t ndevices;
     size_t rr; //  next device's turn
 };
@@ -281,6 +285,8 @@ static const char *s_device_state(ioserver_t *self, s_device_t *dev, int64_t now
     if (link->conn == DEV_ONLINE)
         //  TCP is up; online once the device answered on it.
         return dev->answered ? "online" : link->answered ? "offline" : "connecting";
+    if (link->fsm.state == LINK_FAILED)
+        return "failed"; //  failed on timeouts, retried with back-off
     return cw_state_name(cw_state(self->cw, link->cw_id, now));
 }
 
@@ -290,17 +296,17 @@ static void s_redis_device(ioserver_t *self, s_device_t *dev, int64_t now, bool 
     char key[512];
     snprintf(key, sizeof key, "%s:device:%s", self->prefix, dev->cfg->name);
     if (full || dev->redis_dirty || state != dev->redis_state) {
-        rzloop_command(self->redis,
-                       "HSET %s state %s last_ok_ms %lld last_error %s channel %s address %s:%u "
-                       "unit %u connect_ms %u failures %u requests %llu timeouts %llu "
-                       "bad_replies %llu exceptions %llu",
-                       key, state, (long long)dev->last_ok_ms, dev->last_error,
-                       dev->cfg->channel->name, dev->link->host ? dev->link->host : "",
-                       (unsigned)dev->link->port, (unsigned)dev->cfg->unit,
-                       cw_connect_ms(self->cw, dev->link->cw_id),
-                       cw_failures(self->cw, dev->link->cw_id), (unsigned long long)dev->requests,
-                       (unsigned long long)dev->read_timeouts, (unsigned long long)dev->bad_replies,
-                       (unsigned long long)dev->exceptions);
+        rzloop_command(
+            self->redis,
+            "HSET %s state %s last_ok_ms %lld last_error %s channel %s address %s:%u "
+            "unit %u link_state %s connect_ms %u failures %u requests %llu timeouts %llu "
+            "bad_replies %llu exceptions %llu",
+            key, state, (long long)dev->last_ok_ms, dev->last_error, dev->cfg->channel->name,
+            dev->link->host ? dev->link->host : "", (unsigned)dev->link->port,
+            (unsigned)dev->cfg->unit, link_state_name(dev->link->fsm.state),
+            cw_connect_ms(self->cw, dev->link->cw_id), cw_failures(self->cw, dev->link->cw_id),
+            (unsigned long long)dev->requests, (unsigned long long)dev->read_timeouts,
+            (unsigned long long)dev->bad_replies, (unsigned long long)dev->exceptions);
         dev->redis_state = state;
         dev->redis_dirty = false;
     }
@@ -336,12 +342,61 @@ static void s_redis_server(ioserver_t *self, const char *state, int64_t now)
     rzloop_command(self->redis, "PEXPIRE %s %lld", self->prefix, (long long)s_ttl_ms(self));
 }
 
+//  ioserver:<io>:channel:<ch>: a `tcp` channel's state is its link's; a
+//  `network` channel stays healthy while it can serve, and counts its
+//  failed sockets.
+static void s_redis_channels(ioserver_t *self)
+{
+    for (size_t c = 0; c < self->site->nchannels; c++) {
+        site_channel_t *ch = &self->site->channels[c];
+        size_t sockets = 0, failed = 0, alarms = 0;
+        uint32_t reads = 0, writes = 0;
+        uint64_t failures = 0;
+        int64_t last_timeout = -1;
+        const char *state = "healthy";
+        for (size_t i = 0; i < self->nlinks; i++) {
+            s_link_t *link = &self->links[i];
+            if (link->channel != ch)
+                continue;
+            link_fsm_t *f = &link->fsm;
+            sockets++;
+            failed += f->state == LINK_FAILED || f->state == LINK_RECOVERING;
+            alarms += f->alarm_active;
+            reads = f->consecutive_read_timeouts > reads ? f->consecutive_read_timeouts : reads;
+            writes =
+                f->consecutive_write_timeouts > writes ? f->consecutive_write_timeouts : writes;
+            failures += f->failures;
+            if (f->last_timeout_ms > last_timeout)
+                last_timeout = f->last_timeout_ms;
+            if (f->cfg.kind == LINK_CHANNEL)
+                state = link_state_name(f->state);
+        }
+        if (sockets == 0)
+            continue;
+        //  last_timeout_ms is on the monotonic clock inside; report its age.
+        long long age = last_timeout < 0 ? -1 : (long long)(mclock_mono_ms() - last_timeout);
+        char key[512];
+        snprintf(key, sizeof key, "%s:channel:%s", self->prefix, ch->name);
+        rzloop_command(self->redis,
+                       "HSET %s state %s type %s consecutive_read_timeouts %u "
+                       "consecutive_write_timeouts %u max_read_timeouts %u max_write_timeouts %u "
+                       "io_timeout_alarms %llu failures %llu last_timeout_age_ms %lld "
+                       "sockets %llu sockets_failed %llu standard_reply_delay_ms %u baud %u",
+                       key, state, site_chtype_name(ch->type), reads, writes, ch->max_read_timeouts,
+                       ch->max_write_timeouts, (unsigned long long)alarms,
+                       (unsigned long long)failures, age, (unsigned long long)sockets,
+                       (unsigned long long)failed, ch->standard_reply_delay_ms, ch->baud);
+        rzloop_command(self->redis, "PEXPIRE %s %lld", key, (long long)s_ttl_ms(self));
+    }
+}
+
 static void s_redis_refresh(ioserver_t *self, bool full)
 {
     if (!rzloop_connected(self->redis))
         return;
     int64_t now = mclock_mono_ms();
     s_redis_server(self, "running", now);
+    s_redis_channels(self);
     for (size_t i = 0; i < self->ndevices; i++)
         s_redis_device(self, &self->devices[i], now, full);
 }
@@ -477,9 +532,15 @@ static void s_link_close_fd(s_link_t *link)
     }
 }
 
-//  Close a link's connection. `lost`: have the connect window retry it
-//  (false only when the I/O server stops).
-static void s_link_close(s_link_t *link, const char *why, bool lost)
+typedef enum {
+    CLOSE_FINAL = 0, //  the I/O server stops: no retry
+    CLOSE_RETRY,     //  retried through the connect window: soon if the link was in use,
+                     //  with back-off if nothing ever answered on it
+    CLOSE_REASSIGN   //  de-assigned to be re-assigned once, soon
+} close_mode_t;
+
+//  Close a link's connection; its devices go offline.
+static void s_link_close(s_link_t *link, const char *why, close_mode_t mode)
 {
     ioserver_t *self = link->server;
     s_link_close_fd(link);
@@ -489,6 +550,8 @@ static void s_link_close(s_link_t *link, const char *why, bool lost)
     }
     link->pending.active = false;
     link->rxlen = 0;
+    link->txlen = link->txoff = 0;
+    bool lost = mode != CLOSE_FINAL;
     bool connected = link->conn == DEV_ONLINE;
     bool was_useful = connected && link->answered;
     link->conn = DEV_DOWN;
@@ -499,10 +562,67 @@ static void s_link_close(s_link_t *link, const char *why, bool lost)
         //  TCP connected, but nothing ever answered: a failed attempt.
         slog_debug("%s: connection dropped before any answer: %s", link->name, why);
         s_link_error(link, "connects but does not answer: %s", why);
-        if (lost)
-            cw_dropped(self->cw, link->cw_id, mclock_mono_ms());
-    } else if (was_useful && lost)
+    }
+    if (!connected || !lost)
+        return;
+    if (was_useful || mode == CLOSE_REASSIGN)
         cw_lost(self->cw, link->cw_id, mclock_mono_ms());
+    else
+        cw_dropped(self->cw, link->cw_id, mclock_mono_ms());
+}
+
+static void s_publish_link_event(s_link_t *link, Scada__Event__Kind kind, const char *reason)
+{
+    ioserver_t *self = link->server;
+    Scada__Event ev = SCADA__EVENT__INIT;
+    ev.kind = kind;
+    ev.ioserver = self->cfg->name;
+    ev.channel = link->channel->name;
+    if (link->fsm.cfg.kind == LINK_SOCKET)
+        ev.device = link->devices[0]->cfg->name;
+    ev.state = (char *)link_state_name(link->fsm.state);
+    ev.reason = (char *)reason;
+    ev.ts_ms = mclock_wall_ms();
+    ev.seq = ++self->event_seq;
+    Scada__Event *evs[1] = {&ev};
+    Scada__EventBatch batch = SCADA__EVENT_BATCH__INIT;
+    batch.n_events = 1;
+    batch.events = evs;
+    size_t len = scada__event_batch__get_packed_size(&batch);
+    uint8_t *buf = (uint8_t *)malloc(len);
+    scada__event_batch__pack(&batch, buf);
+    zsock_send(self->pub, "sb", "E", buf, len);
+    free(buf);
+    self->events_published++;
+}
+
+//  Carry out what the link's state machine asks for, in its order.
+static void s_link_act(s_link_t *link, unsigned acts, const char *why)
+{
+    if (acts & LINK_ACT_RAISE_ALARM) {
+        slog_warn("I/O Timeout on %s: %s", link->name, why);
+        s_publish_link_event(link, SCADA__EVENT__KIND__IO_TIMEOUT_RAISE, why);
+    }
+    if (acts & LINK_ACT_CLOSE)
+        s_link_close(link, why, (acts & LINK_ACT_REASSIGN) ? CLOSE_REASSIGN : CLOSE_RETRY);
+    else if (acts & LINK_ACT_MARK_BAD)
+        for (size_t i = 0; i < link->ndevices; i++)
+            s_device_offline(link->devices[i], why);
+    if (acts & LINK_ACT_CLEAR_ALARM) {
+        slog_info("I/O Timeout on %s cleared", link->name);
+        s_publish_link_event(link, SCADA__EVENT__KIND__IO_TIMEOUT_CLEAR, NULL);
+    }
+    if (acts & LINK_ACT_STATE_CHANGED) {
+        slog_info("%s: %s", link->name, link_state_detail(link->fsm.state));
+        s_publish_link_event(link, SCADA__EVENT__KIND__CHANNEL_STATE, why);
+    }
+}
+
+//  The connection broke under us (peer closed, I/O error, garbage stream).
+static void s_link_down(s_link_t *link, const char *why)
+{
+    s_link_close(link, why, CLOSE_RETRY);
+    s_link_act(link, link_closed(&link->fsm, mclock_mono_ms()) & ~LINK_ACT_CLOSE, why);
 }
 
 static int s_on_link_io(zloop_t *loop, zmq_pollitem_t *item, void *arg);
@@ -522,9 +642,10 @@ static void s_link_connected(s_link_t *link, int64_t now)
     cw_connected(link->server->cw, link->cw_id, now);
     link->conn = DEV_ONLINE;
     link->answered = false;
-    link->consecutive_read_timeouts = 0;
     link->rxlen = 0;
+    link->txlen = link->txoff = 0;
     s_link_set_poller(link, ZMQ_POLLIN);
+    s_link_act(link, link_opened(&link->fsm, now), "connected");
     for (size_t i = 0; i < link->ndevices; i++) {
         s_device_t *dev = link->devices[i];
         dev->redis_dirty = true;
@@ -541,6 +662,7 @@ static void s_connect_failed(s_link_t *link, int err)
     s_link_close_fd(link);
     link->conn = DEV_DOWN;
     cw_failed(link->server->cw, link->cw_id, mclock_mono_ms());
+    s_link_act(link, link_open_failed(&link->fsm, mclock_mono_ms()), strerror(err));
 }
 
 static void s_connect_start(s_link_t *link, int64_t now)
@@ -648,10 +770,37 @@ static void s_link_send(s_link_t *link, int64_t now)
     dev->requests++;
     link->server->requests++;
     ssize_t n = send(link->fd, buf, (size_t)len, MSG_NOSIGNAL);
-    if (n != len) {
-        //  A request of a few bytes that the socket does not take at once: the
-        //  peer is not reading or the connection broke.
-        s_link_close(link, n < 0 ? strerror(errno) : "send buffer full", true);
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        s_link_down(link, strerror(errno));
+        return;
+    }
+    if (n < len) {
+        //  The socket did not take the whole request (send buffer full: the
+        //  peer is not reading or the path is stalled). The rest goes out when
+        //  it becomes writable; if not all of it by the write deadline, that is
+        //  a write timeout.
+        link->txoff = n > 0 ? (size_t)n : 0;
+        link->txlen = (size_t)len;
+        memcpy(link->tx, buf, (size_t)len);
+        link->write_deadline =
+            now + ch->standard_reply_delay_ms + reply_tx_ms((size_t)len, TCP_BITS, ch->baud);
+        s_link_set_poller(link, ZMQ_POLLIN | ZMQ_POLLOUT);
+    }
+}
+
+//  The socket is writable again: send what is left of the request.
+static void s_link_flush(s_link_t *link)
+{
+    ssize_t n = send(link->fd, link->tx + link->txoff, link->txlen - link->txoff, MSG_NOSIGNAL);
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            s_link_down(link, strerror(errno));
+        return;
+    }
+    link->txoff += (size_t)n;
+    if (link->txoff == link->txlen) {
+        link->txlen = link->txoff = 0;
+        s_link_set_poller(link, ZMQ_POLLIN);
     }
 }
 
@@ -686,7 +835,7 @@ static void s_link_reply(s_link_t *link, const uint8_t *adu, size_t len)
     }
     int64_t wall = mclock_wall_ms();
     p->active = false;
-    link->consecutive_read_timeouts = 0;
+    s_link_act(link, link_good_reply(&link->fsm, mclock_mono_ms()), "good reply");
     if (rc == MB_EXCEPTION && s_gateway_exception(reply.exception) && link->ndevices > 1) {
         //  The gateway is fine; this unit is not answering behind it.
         if (!link->answered) {
@@ -803,14 +952,21 @@ static int s_on_link_io(zloop_t *loop, zmq_pollitem_t *item, void *arg)
     }
     if (link->conn != DEV_ONLINE)
         return 0;
+    if ((item->revents & ZMQ_POLLOUT) && link->txlen) {
+        s_link_flush(link);
+        if (link->fd < 0)
+            return 0;
+    }
+    if (!(item->revents & (ZMQ_POLLIN | ZMQ_POLLERR)))
+        return 0;
     ssize_t n = recv(link->fd, link->rx + link->rxlen, sizeof link->rx - link->rxlen, 0);
     if (n == 0) {
-        s_link_close(link, "connection closed by the device", true);
+        s_link_down(link, "connection closed by the device");
         return 0;
     }
     if (n < 0) {
         if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-            s_link_close(link, strerror(errno), true);
+            s_link_down(link, strerror(errno));
         return 0;
     }
     link->rxlen += (size_t)n;
@@ -835,7 +991,7 @@ static int s_on_link_io(zloop_t *loop, zmq_pollitem_t *item, void *arg)
                 }
             }
             slog_warn("%s: malformed Modbus TCP header, reconnecting", link->name);
-            s_link_close(link, "malformed Modbus TCP header", true);
+            s_link_down(link, "malformed Modbus TCP header");
             return 0;
         }
         s_link_reply(link, link->rx, (size_t)flen);
@@ -863,6 +1019,7 @@ static int s_on_tick(zloop_t *loop, int timer_id, void *arg)
         s_link_error(link, "connect timed out");
         s_link_close_fd(link);
         link->conn = DEV_DOWN;
+        s_link_act(link, link_open_failed(&link->fsm, now), "connect timed out");
     }
     while (cw_start(self->cw, now, &id, &timeout))
         s_connect_start(self->by_cw[id], now);
@@ -871,24 +1028,42 @@ static int s_on_tick(zloop_t *loop, int timer_id, void *arg)
         if (link->conn != DEV_ONLINE)
             continue;
         s_pending_t *p = &link->pending;
+        if (link->txlen && now >= link->write_deadline) {
+            //  The OS did not take the whole request in time.
+            bool half_sent = link->txoff > 0;
+            link->txlen = link->txoff = 0;
+            s_link_set_poller(link, ZMQ_POLLIN);
+            if (p->active && p->is_write) {
+                s_reply_write(self, p->write, "request could not be sent (write timeout)");
+                s_write_destroy(&p->write);
+            }
+            p->active = false;
+            char why[96];
+            snprintf(why, sizeof why, "write timeout (%u in a row)",
+                     link->fsm.consecutive_write_timeouts + 1);
+            s_link_error(link, "%s", why);
+            s_link_act(link, link_write_timeout(&link->fsm, now), why);
+            //  Half a frame on the wire desynchronises the stream.
+            if (link->fd >= 0 && half_sent)
+                s_link_down(link, "request half sent (write timeout)");
+            continue;
+        }
         if (p->active && now >= p->deadline) {
             s_device_t *dev = p->dev;
             dev->read_timeouts++;
-            link->consecutive_read_timeouts++;
-            s_device_error(dev, "no reply within %lld ms (%u in a row)",
-                           (long long)(p->deadline - p->sent), link->consecutive_read_timeouts);
             p->active = false;
             if (p->is_write) {
                 s_reply_write(self, p->write, "no reply from the device by the deadline");
                 s_write_destroy(&p->write);
             }
-            if (link->consecutive_read_timeouts >= link->channel->max_read_timeouts) {
-                char why[96];
-                snprintf(why, sizeof why, "%u consecutive read timeouts",
-                         link->consecutive_read_timeouts);
-                s_link_close(link, why, true);
+            uint32_t n = link->fsm.consecutive_read_timeouts + 1;
+            s_device_error(dev, "no reply within %lld ms (%u in a row)",
+                           (long long)(p->deadline - p->sent), n);
+            char why[96];
+            snprintf(why, sizeof why, "%u consecutive read timeouts", n);
+            s_link_act(link, link_read_timeout(&link->fsm, now), why);
+            if (link->fd < 0)
                 continue;
-            }
         }
         if (!p->active)
             s_link_send(link, now);
@@ -1177,6 +1352,12 @@ static void s_link_attach(ioserver_t *self, s_device_t *dev)
         link->devices = (s_device_t **)zmalloc((ch->ndevices + 1) * sizeof *link->devices);
         link->cw_id = cw_add(self->cw);
         self->by_cw[link->cw_id] = link;
+        link_config_t lc = {.kind = (ch->type == SITE_CH_NETWORK || ch->type == SITE_CH_LISTEN)
+                                        ? LINK_SOCKET
+                                        : LINK_CHANNEL,
+                            .max_read_timeouts = ch->max_read_timeouts,
+                            .max_write_timeouts = ch->max_write_timeouts};
+        link_fsm_init(&link->fsm, &lc, mclock_mono_ms());
         if (ch->type == SITE_CH_TCP) {
             snprintf(link->name, sizeof link->name, "channel %s (gateway %s:%u)", ch->name,
                      ch->host, (unsigned)ch->port);
@@ -1356,7 +1537,7 @@ void ioserver_actor(zsock_t *pipe, void *engine)
     //  Stopping: tell subscribers and Redis.
     for (size_t i = 0; i < self->nlinks; i++)
         if (self->links[i].conn == DEV_ONLINE)
-            s_link_close(&self->links[i], "I/O server stopped", false);
+            s_link_close(&self->links[i], "I/O server stopped", CLOSE_FINAL);
     for (size_t i = 0; i < self->ndevices; i++)
         s_fail_writes(&self->devices[i], "I/O server stopped");
     s_batch_flush(self, false);
