@@ -580,7 +580,7 @@ static void s_publish_link_event(s_link_t *link, Scada__Event__Kind kind, const 
     ev.channel = link->channel->name;
     if (link->fsm.cfg.kind == LINK_SOCKET)
         ev.device = link->devices[0]->cfg->name;
-    ev.state = (char *)link_state_name(link->fsm.state);
+    ev.state = (char *)link_state_detail(link->fsm.state);
     ev.reason = (char *)reason;
     ev.ts_ms = mclock_wall_ms();
     ev.seq = ++self->event_seq;

@@ -610,7 +610,15 @@ class RawDevice:
                     self.requests += 1
                     if len(req) >= 12:
                         self.log.append((req[7],) + struct.unpack(">HH", req[8:12]))
-                    reply, close = raw_reply(self.mode, req, self.rng)
+                    if self.mode == "alternate-late":
+                        # every other reply 300 ms late (sent from a timer, so
+                        # the next request is answered at once): intermittent
+                        reply, close = raw_reply("good", req, self.rng)
+                        if self.requests % 2 == 0:
+                            threading.Timer(0.3, self._send_late, (conn, reply)).start()
+                            continue
+                    else:
+                        reply, close = raw_reply(self.mode, req, self.rng)
                     conn.sendall(reply)
                     if close:
                         return
@@ -621,6 +629,12 @@ class RawDevice:
                 conn.close()
             except OSError:
                 pass
+
+    def _send_late(self, conn, data):
+        try:
+            conn.sendall(data)
+        except OSError:
+            pass
 
     def stop(self):
         self._stop.set()

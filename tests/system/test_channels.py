@@ -76,3 +76,145 @@ def test_gateway_unit_offline_alone(env):
     ds.ok("normal u2")
     wait_good(srv, ["U2.V"])
     wait_until(lambda: dev_state(env, "u2") == "online", 5, what="u2 online in Redis")
+
+
+# ------------------------------------------------------------ failover
+
+
+def devsim_requests(ds, dev):
+    import json
+    return json.loads(ds.ok("stats %s" % dev)[3:])["devices"][dev]["requests"]
+
+
+def redis_hash(env, key):
+    import redis
+    r = redis.Redis(port=env.redis.port, decode_responses=True)
+    try:
+        return r.hgetall(key)
+    finally:
+        r.close()
+
+
+def channel_key(env, ch, io="io1"):
+    return "scada:%s:ioserver:%s:channel:%s" % (env.site_name, io, ch)
+
+
+def test_network_socket_fails_alone_and_recovers(env):
+    """One outstation of a network channel replies after its deadline: after
+    max_read_timeouts only its socket fails, with an I/O Timeout event and
+    key; the others keep their poll rate; without the delay it recovers and
+    the alarm clears."""
+    base = env.free_ports(3)
+    devices = [{"name": "n%d" % i, "address": "127.0.0.1:%d" % (base + i), "servers": ["io1"],
+                "scan_ms": 200, "tags": [{"name": "N%d.V" % i, "address": "hr:0",
+                                          "sim": {"kind": "const", "initial": 10 + i}}]}
+               for i in range(3)]
+    io = env.ioserver_cfg(reconnect_min_ms=300, reconnect_max_ms=2000)
+    site = env.site([io], [{"name": "net", "type": "network", "standard_reply_delay_ms": 150,
+                            "max_read_timeouts": 3, "devices": devices}])
+    ds = env.start_devsim(site)
+    sub = env.subscribe(io["publish"])
+    srv = env.start_ioserver(site, io)
+    wait_good(srv, ["N0.V", "N1.V", "N2.V"])
+    emark = sub.event_mark()
+    ds.ok("delay n1 400")  # every reply 400 ms late: past the 150 ms deadline
+    raise_ev = wait_until(lambda: [e for e in sub.events_of(emark)
+                                   if e.kind == H.pb.Event.IO_TIMEOUT_RAISE], 10,
+                          what="I/O Timeout raised")[0]
+    assert raise_ev.channel == "net" and raise_ev.device == "n1", raise_ev
+    assert "3 consecutive read timeouts" in raise_ev.reason and raise_ev.state == "failed"
+    wait_until(lambda: srv.read(["N1.V"])["N1.V"].quality == Q("BAD_NO_COMM"), 5,
+               what="N1.V bad-no-comm")
+    key = redis_hash(env, channel_key(env, "net"))
+    wait_until(lambda: redis_hash(env, channel_key(env, "net")).get("sockets_failed") == "1", 5,
+               what="channel key: one failed socket")
+    key = redis_hash(env, channel_key(env, "net"))
+    assert key["state"] == "healthy" and key["io_timeout_alarms"] == "1", key
+    # The others keep their poll rate (scan 200 ms: 5 requests/s each).
+    before = {d: devsim_requests(ds, d) for d in ("n0", "n2")}
+    time.sleep(2.0)
+    for d in ("n0", "n2"):
+        done = devsim_requests(ds, d) - before[d]
+        assert done >= 6, (d, done)  # at least 60 % of 10 scans in 2 s
+        tag = "N%s.V" % d[1]
+        assert srv.read([tag])[tag].quality == Q("GOOD")
+    # Only one raise, for n1.
+    raises = [e for e in sub.events_of(emark) if e.kind == H.pb.Event.IO_TIMEOUT_RAISE]
+    assert {e.device for e in raises} == {"n1"}, raises
+    # Fault cleared: the socket recovers, the alarm clears.
+    cmark = sub.event_mark()
+    ds.ok("normal n1")
+    wait_good(srv, ["N1.V"], timeout=15)
+    clear = wait_until(lambda: [e for e in sub.events_of(cmark)
+                                if e.kind == H.pb.Event.IO_TIMEOUT_CLEAR], 5,
+                       what="I/O Timeout cleared")[0]
+    assert clear.device == "n1" and clear.channel == "net"
+    wait_until(lambda: redis_hash(env, channel_key(env, "net")).get("io_timeout_alarms") == "0",
+               5, what="channel key: no alarm")
+
+
+def test_gateway_channel_fails_reassigns_and_recovers(env):
+    """A silent gateway: the whole channel fails at the limit (I/O Timeout),
+    is de-assigned and re-assigned once, stays failed while silent (retried
+    with back-off), and recovers with the alarm cleared when it answers."""
+    port = env.free_ports(1)
+    io, site = gateway_site(env, port, standard_reply_delay_ms=150)
+    ds = env.start_devsim(site)
+    sub = env.subscribe(io["publish"])
+    srv = env.start_ioserver(site, io)
+    wait_good(srv, ["U1.V", "U2.V", "U3.V"])
+    emark = sub.event_mark()
+    ds.ok("silent u1,u2,u3")
+    raise_ev = wait_until(lambda: [e for e in sub.events_of(emark)
+                                   if e.kind == H.pb.Event.IO_TIMEOUT_RAISE], 10,
+                          what="I/O Timeout raised")[0]
+    assert raise_ev.channel == "gw" and not raise_ev.device, raise_ev
+    for tag in ("U1.V", "U2.V", "U3.V"):
+        wait_until(lambda: srv.read([tag])[tag].quality == Q("BAD_NO_COMM"), 5,
+                   what="%s bad-no-comm" % tag)
+    # De-assigned, re-assigned once, then failed while the gateway stays silent.
+    states = lambda: [e.state for e in sub.events_of(emark)
+                      if e.kind == H.pb.Event.CHANNEL_STATE]
+    wait_until(lambda: "failed" in states(), 15, what="channel failed after the re-assign")
+    # reassigning (closed) -> reassigned (reopened, on trial) -> failed (still silent)
+    assert states()[:3] == ["reassigning", "reassigned", "failed"], states()
+    wait_until(lambda: redis_hash(env, channel_key(env, "gw")).get("state") in ("failed",), 5,
+               what="channel key failed")
+    time.sleep(3)  # still silent: still failed, no second alarm, no second re-assign
+    assert states().count("reassigning") == 1, states()
+    raises = [e for e in sub.events_of(emark) if e.kind == H.pb.Event.IO_TIMEOUT_RAISE]
+    assert len(raises) == 1, raises
+    assert redis_hash(env, channel_key(env, "gw"))["io_timeout_alarms"] == "1"
+    cmark = sub.event_mark()
+    ds.ok("normal u1,u2,u3")
+    wait_good(srv, ["U1.V", "U2.V", "U3.V"], timeout=20)
+    wait_until(lambda: [e for e in sub.events_of(cmark)
+                        if e.kind == H.pb.Event.IO_TIMEOUT_CLEAR], 5, what="alarm cleared")
+    wait_until(lambda: redis_hash(env, channel_key(env, "gw")).get("state") == "healthy", 5,
+               what="channel key healthy")
+
+
+def test_intermittent_timeouts_below_the_limit_fail_nothing(env):
+    """Every other reply late (one timeout, then a good reply, ...): the
+    counter never reaches the limit, nothing fails, no alarm."""
+    port = env.free_ports(1)
+    # A raw device answering odd requests at once and even ones 300 ms late.
+    raw = env.start_raw("alternate-late", port=port)
+    devices = [{"name": "r", "address": "127.0.0.1:%d" % port, "servers": ["io1"],
+                "scan_ms": 100, "tags": [{"name": "R.V", "address": "hr:0"}]}]
+    io = env.ioserver_cfg()
+    site = env.site([io], [{"name": "net", "type": "network", "standard_reply_delay_ms": 150,
+                            "max_read_timeouts": 2, "devices": devices}])
+    sub = env.subscribe(io["publish"])
+    emark = sub.event_mark()
+    srv = env.start_ioserver(site, io)
+    wait_good(srv, ["R.V"])
+    time.sleep(4)
+    evs = [e for e in sub.events_of(emark)
+           if e.kind in (H.pb.Event.IO_TIMEOUT_RAISE, H.pb.Event.CHANNEL_STATE)
+           and e.state != "healthy"]
+    assert not evs, evs
+    st = srv.status()
+    assert st["devices_online"] == 1
+    assert srv.read(["R.V"])["R.V"].quality == Q("GOOD")
+    assert raw.requests >= 10, raw.requests
