@@ -131,6 +131,10 @@ typedef struct {
     uint32_t integrity_ms;         //  full value refresh period, default 30000
     char *publish;                 //  ZeroMQ endpoint values and events are published on
     char *control;                 //  ZeroMQ endpoint of the request socket (writes, status)
+    char *iolog_dir;               //  where channel I/O logs go: DIR/<ioserver>-<channel>.log
+                                   //  (default "iolog", relative to the working directory)
+    uint32_t iolog_max_kb;         //  rotate an I/O log at this size, default 10240
+    uint32_t iolog_keep;           //  rotated files kept, default 5
     int line;
 } site_ioserver_t;
 
@@ -170,6 +174,11 @@ site_tag_t *site_tag(const site_t *self, const char *name);
 
 //  Priority of `ioserver` for `device`, or 0 if that I/O server does not serve it.
 int site_device_priority(const site_device_t *device, const char *ioserver);
+
+//  A path from the site file: absolute as it is, relative ones against the
+//  directory of the site file, so every process finds the same file.
+//  Caller owns the result (free()); NULL on allocation failure.
+char *site_path(const site_t *self, const char *path);
 
 //  Names for enums, as written in the site file.
 const char *site_chtype_name(site_chtype_t type);

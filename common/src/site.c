@@ -1403,6 +1403,9 @@ enum {
     I_INTEGRITY,
     I_PUBLISH,
     I_CONTROL,
+    I_IOLOG_DIR,
+    I_IOLOG_MAX,
+    I_IOLOG_KEEP,
     I_NKEYS
 };
 
@@ -1430,6 +1433,19 @@ static const s_key_t s_ioserver_keys[] = {
     [I_INTEGRITY] = S_MS_KEY("integrity_ms", integrity_ms),
     [I_PUBLISH] = {.name = "publish", .kind = S_STR, .offset = offsetof(site_ioserver_t, publish)},
     [I_CONTROL] = {.name = "control", .kind = S_STR, .offset = offsetof(site_ioserver_t, control)},
+    [I_IOLOG_DIR] = {.name = "iolog_dir",
+                     .kind = S_STR,
+                     .offset = offsetof(site_ioserver_t, iolog_dir)},
+    [I_IOLOG_MAX] = {.name = "iolog_max_kb",
+                     .kind = S_U32,
+                     .offset = offsetof(site_ioserver_t, iolog_max_kb),
+                     .min = 1,
+                     .max = 1048576},
+    [I_IOLOG_KEEP] = {.name = "iolog_keep",
+                      .kind = S_U32,
+                      .offset = offsetof(site_ioserver_t, iolog_keep),
+                      .min = 0,
+                      .max = 100},
 };
 
 static int s_ioserver_item(s_loader_t *ld, void *obj, size_t i)
@@ -1448,6 +1464,8 @@ static int s_ioserver_item(s_loader_t *ld, void *obj, size_t i)
         .reconnect_max_ms = 60000,
         .recent_ms = 600000,
         .integrity_ms = 30000,
+        .iolog_max_kb = 10240,
+        .iolog_keep = 5,
         .line = s_line(ld),
     };
     s_seen_t seen;
@@ -1463,6 +1481,8 @@ static int s_ioserver_item(s_loader_t *ld, void *obj, size_t i)
         return s_fail_key(ld, &seen, K, S_HAS(&seen, I_TIMEOUT_MIN) ? I_TIMEOUT_MIN : I_TIMEOUT,
                           "connect_timeout_min_ms (%u) is above connect_timeout_ms (%u)",
                           io->connect_timeout_min_ms, io->connect_timeout_ms);
+    if (!io->iolog_dir && !(io->iolog_dir = strdup("iolog")))
+        return s_oom(ld);
     char endpoint[64];
     if (!io->publish) {
         snprintf(endpoint, sizeof endpoint, "tcp://127.0.0.1:%zu", 5600 + 10 * i);
@@ -1778,6 +1798,7 @@ void site_destroy(site_t **self_p)
         free(self->ioservers[i].name);
         free(self->ioservers[i].publish);
         free(self->ioservers[i].control);
+        free(self->ioservers[i].iolog_dir);
     }
     free(self->ioservers);
     for (size_t c = 0; c < self->nchannels; c++) {
@@ -1894,4 +1915,18 @@ const char *site_area_name(site_area_t area)
 int site_type_width(site_type_t type)
 {
     return type == SITE_T_INT32 || type == SITE_T_UINT32 || type == SITE_T_FLOAT32 ? 2 : 1;
+}
+
+char *site_path(const site_t *self, const char *path)
+{
+    if (!path)
+        return NULL;
+    if (path[0] == '/' || !self->path || !strchr(self->path, '/'))
+        return strdup(path);
+    size_t dirlen = (size_t)(strrchr(self->path, '/') - self->path);
+    size_t len = dirlen + 1 + strlen(path) + 1;
+    char *out = malloc(len);
+    if (out)
+        snprintf(out, len, "%.*s/%s", (int)dirlen, self->path, path);
+    return out;
 }

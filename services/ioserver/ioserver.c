@@ -17,6 +17,7 @@
 #include "ioserver.h"
 
 #include "connect_window.h"
+#include "iolog.h"
 #include "link_fsm.h"
 #include "mbplan.h"
 #include "mbtcp.h"
@@ -34,6 +35,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define TICK_MS     10
@@ -80,6 +82,8 @@ typedef struct {
     s_write_t *write; //  write: owned while active
     mb_request_t req;
     int64_t sent, deadline;
+    int64_t sent_wall; //  for the I/O log
+    uint32_t req_bytes, rep_bytes;
 } s_pending_t;
 
 struct _s_device_t {
@@ -115,7 +119,11 @@ struct _s_link_t {
     size_t rxlen;
     uint16_t next_tid;
     s_pending_t pending;
-    link_fsm_t fsm;             //  timeouts and failover (link_fsm.h)
+    link_fsm_t fsm;     //  timeouts and failover (link_fsm.h)
+    iolog_entry_t late; //  the last timed-out request, kept a while in case its
+    bool late_active;   //  reply still comes: the I/O log then shows how late
+    uint16_t late_tid;
+    int64_t late_until;
     uint8_t tx[MB_MAX_ADU_LEN]; //  request bytes the socket has not taken yet
     size_t txlen, txoff;
     int64_t write_deadline; //  when the OS must have taken them (write timeout)
@@ -150,6 +158,8 @@ struct _ioserver_t {
     uint64_t values_published, events_published, bad_frames, bad_requests, writes_ok, writes_failed;
     uint64_t requests, replies, tag_reads; //  over all devices: throughput figures
     zhashx_t *reasons;                     //  interned reason texts: tags keep pointers to them
+    iolog_t **iologs;                      //  per site channel (index in site->channels)
+    char *iolog_dir;                       //  resolved against the site file's directory
     bool fatal;
 };
 
@@ -532,6 +542,8 @@ static void s_link_close_fd(s_link_t *link)
     }
 }
 
+static void s_iolog_late_flush(s_link_t *link);
+
 typedef enum {
     CLOSE_FINAL = 0, //  the I/O server stops: no retry
     CLOSE_RETRY,     //  retried through the connect window: soon if the link was in use,
@@ -548,6 +560,7 @@ static void s_link_close(s_link_t *link, const char *why, close_mode_t mode)
         s_reply_write(self, link->pending.write, "connection to the device lost");
         s_write_destroy(&link->pending.write);
     }
+    s_iolog_late_flush(link);
     link->pending.active = false;
     link->rxlen = 0;
     link->txlen = link->txoff = 0;
@@ -688,6 +701,43 @@ static void s_connect_start(s_link_t *link, int64_t now)
     s_link_set_poller(link, ZMQ_POLLOUT);
 }
 
+//  --------------------------------------------------------------------------
+//  I/O log
+
+static iolog_t *s_iolog(s_link_t *link)
+{
+    iolog_t *log = link->server->iologs[link->channel - link->server->site->channels];
+    return log && iolog_enabled(log) ? log : NULL;
+}
+
+//  The I/O log line of the outstanding request.
+static void s_iolog_fill(s_link_t *link, iolog_entry_t *e, iolog_outcome_t outcome, int64_t now,
+                         bool replied, uint8_t exception)
+{
+    s_pending_t *p = &link->pending;
+    memset(e, 0, sizeof *e);
+    e->sent_ms = p->sent_wall;
+    snprintf(e->device, sizeof e->device, "%s", p->dev->cfg->name);
+    e->unit = p->req.unit;
+    e->fc = p->req.fc;
+    e->addr = p->req.addr;
+    e->count = p->req.count;
+    e->request_bytes = p->req_bytes;
+    e->reply_bytes = p->rep_bytes;
+    e->deadline_ms = p->deadline - p->sent;
+    e->reply_ms = replied ? now - p->sent : -1;
+    e->outcome = outcome;
+    e->exception = exception;
+}
+
+static void s_iolog_late_flush(s_link_t *link)
+{
+    iolog_t *log = s_iolog(link);
+    if (link->late_active && log)
+        iolog_request(log, &link->late);
+    link->late_active = false;
+}
+
 //  The most overdue block of a device at `now`; false if none is due.
 static bool s_device_due(s_device_t *dev, int64_t now, size_t *cls, size_t *blk, int64_t *due)
 {
@@ -765,6 +815,9 @@ static void s_link_send(s_link_t *link, int64_t now)
     p->active = true;
     p->dev = dev;
     p->sent = now;
+    p->sent_wall = mclock_wall_ms();
+    p->req_bytes = (uint32_t)len;
+    p->rep_bytes = (uint32_t)reply_len;
     p->deadline = reply_deadline(now, ch->standard_reply_delay_ms, ch->baud, TCP_BITS, (size_t)len,
                                  reply_len);
     dev->requests++;
@@ -815,6 +868,14 @@ static void s_link_reply(s_link_t *link, const uint8_t *adu, size_t len)
 {
     ioserver_t *self = link->server;
     s_pending_t *p = &link->pending;
+    uint16_t tid = (uint16_t)(adu[0] << 8 | adu[1]); //  len >= MB_HEADER_LEN
+    if (link->late_active && tid == link->late_tid && (!p->active || tid != p->req.tid)) {
+        //  The reply of a request that timed out: the I/O log shows how late.
+        link->late.reply_ms = mclock_mono_ms() - (link->late_until - 10000);
+        s_iolog_late_flush(link);
+        self->bad_frames++;
+        return;
+    }
     if (!p->active) {
         self->bad_frames++;
         slog_debug("%s: reply with no request outstanding, dropped", link->name);
@@ -834,6 +895,16 @@ static void s_link_reply(s_link_t *link, const uint8_t *adu, size_t len)
         return;
     }
     int64_t wall = mclock_wall_ms();
+    if (s_iolog(link)) {
+        iolog_entry_t e;
+        iolog_outcome_t out = rc == MB_OK          ? IOLOG_OUT_OK
+                              : rc == MB_EXCEPTION ? IOLOG_OUT_EXCEPTION
+                              : rc == MB_EMISMATCH ? IOLOG_OUT_MISMATCH
+                                                   : IOLOG_OUT_MALFORMED;
+        s_iolog_fill(link, &e, out, mclock_mono_ms(), true,
+                     rc == MB_EXCEPTION ? reply.exception : 0);
+        iolog_request(s_iolog(link), &e);
+    }
     p->active = false;
     s_link_act(link, link_good_reply(&link->fsm, mclock_mono_ms()), "good reply");
     if (rc == MB_EXCEPTION && s_gateway_exception(reply.exception) && link->ndevices > 1) {
@@ -1031,6 +1102,11 @@ static int s_on_tick(zloop_t *loop, int timer_id, void *arg)
         if (link->txlen && now >= link->write_deadline) {
             //  The OS did not take the whole request in time.
             bool half_sent = link->txoff > 0;
+            if (p->active && s_iolog(link)) {
+                iolog_entry_t e;
+                s_iolog_fill(link, &e, IOLOG_OUT_WRITE_TIMEOUT, now, false, 0);
+                iolog_request(s_iolog(link), &e);
+            }
             link->txlen = link->txoff = 0;
             s_link_set_poller(link, ZMQ_POLLIN);
             if (p->active && p->is_write) {
@@ -1051,6 +1127,14 @@ static int s_on_tick(zloop_t *loop, int timer_id, void *arg)
         if (p->active && now >= p->deadline) {
             s_device_t *dev = p->dev;
             dev->read_timeouts++;
+            if (s_iolog(link)) {
+                s_iolog_late_flush(link);
+                s_iolog_fill(link, &link->late, IOLOG_OUT_TIMEOUT, now, false, 0);
+                link->late_active = true;
+                link->late_tid = p->req.tid;
+                //  Kept 10 s for a late reply; late_until - 10000 is its send time.
+                link->late_until = p->sent + 10000;
+            }
             p->active = false;
             if (p->is_write) {
                 s_reply_write(self, p->write, "no reply from the device by the deadline");
@@ -1068,6 +1152,12 @@ static int s_on_tick(zloop_t *loop, int timer_id, void *arg)
         if (!p->active)
             s_link_send(link, now);
     }
+    for (size_t i = 0; i < self->nlinks; i++)
+        if (self->links[i].late_active && now >= self->links[i].late_until)
+            s_iolog_late_flush(&self->links[i]);
+    for (size_t c = 0; c < self->site->nchannels; c++)
+        if (self->iologs[c] && iolog_enabled(self->iologs[c]))
+            iolog_flush(self->iologs[c]);
     if (now >= self->next_integrity) {
         s_batch_flush(self, false);
         for (size_t i = 0; i < self->ndevices; i++)
@@ -1268,6 +1358,22 @@ static int s_on_control(zloop_t *loop, zsock_t *sock, void *arg)
         }
     } else if (req->kind == SCADA__IO_REQUEST__KIND__READ) {
         s_reply_read(self, envelope, req);
+    } else if (req->kind == SCADA__IO_REQUEST__KIND__IOLOG) {
+        size_t c = 0;
+        while (req->channel && c < self->site->nchannels &&
+               strcmp(self->site->channels[c].name, req->channel) != 0)
+            c++;
+        if (!req->channel || !req->has_enable)
+            s_reply(self, envelope, req->id, "iolog needs channel and enable", NULL);
+        else if (c == self->site->nchannels || !self->iologs[c])
+            s_reply(self, envelope, req->id, "no such channel served by this I/O server", NULL);
+        else {
+            if (req->enable)
+                mkdir(self->iolog_dir, 0755);
+            iolog_set_enabled(self->iologs[c], req->enable);
+            slog_info("I/O log of channel %s %s", req->channel, req->enable ? "on" : "off");
+            s_reply(self, envelope, req->id, NULL, NULL);
+        }
     } else {
         self->bad_requests++;
         s_reply(self, envelope, req->id, "unknown request kind", NULL);
@@ -1436,6 +1542,23 @@ ioserver_t *ioserver_new(site_t *site, const char *name)
         }
     for (size_t i = 0; i < self->nlinks; i++)
         s_link_prepare(&self->links[i]);
+    //  One I/O log per channel served; written only while switched on.
+    self->iolog_dir = site_path(site, self->cfg->iolog_dir);
+    self->iologs = (iolog_t **)zmalloc((site->nchannels + 1) * sizeof *self->iologs);
+    for (size_t i = 0; i < self->nlinks; i++) {
+        site_channel_t *ch = self->links[i].channel;
+        size_t c = (size_t)(ch - site->channels);
+        if (self->iologs[c])
+            continue;
+        char *path = zsys_sprintf("%s/%s-%s.log", self->iolog_dir, name, ch->name);
+        self->iologs[c] =
+            iolog_new(path, (size_t)self->cfg->iolog_max_kb * 1024, (int)self->cfg->iolog_keep);
+        if (ch->iolog) {
+            mkdir(self->iolog_dir, 0755);
+            iolog_set_enabled(self->iologs[c], true);
+        }
+        zstr_free(&path);
+    }
     self->reasons = zhashx_new(); //  text -> owned copy of it
     zhashx_set_destructor(self->reasons, (zhashx_destructor_fn *)zstr_free);
     self->batch = (Scada__Value *)zmalloc(BATCH_MAX * sizeof *self->batch);
@@ -1496,6 +1619,10 @@ void ioserver_destroy(ioserver_t **self_p)
     zsock_destroy(&self->control);
     zstr_free(&self->prefix);
     zhashx_destroy(&self->reasons);
+    for (size_t c = 0; self->iologs && c < self->site->nchannels; c++)
+        iolog_destroy(&self->iologs[c]);
+    free(self->iologs);
+    free(self->iolog_dir);
     free(self);
     *self_p = NULL;
 }

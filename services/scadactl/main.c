@@ -8,12 +8,14 @@
     Exit codes: 0 ok, 1 runtime failure (a peer did not answer, a write was
     refused), 2 bad usage or bad site file.
 */
+#include "iolog.h"
 #include "mclock.h"
 #include "scada.pb-c.h"
 #include "site.h"
 #include "slog.h"
 
 #include <czmq.h>
+#include <errno.h>
 #include <getopt.h>
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
@@ -35,6 +37,8 @@ static void s_usage(FILE *out)
                  "  get TAG...        one line per tag: TAG VALUE QUALITY TIMESTAMP\n"
                  "  write TAG VALUE   write a tag; prints ok or the reason it was refused\n"
                  "  tail [TAG...]     follow value changes and events (Ctrl-C stops)\n"
+                 "  iolog CHANNEL on|off   switch a channel's I/O log at run time\n"
+                 "  iolog CHANNEL --summary  reply times against deadlines, and advice\n"
                  "\n"
                  "  --json            one JSON object per line instead of text\n"
                  "  --timeout MS      how long to wait for a peer (default 2000)\n"
@@ -345,6 +349,102 @@ static int s_cmd_tail(site_t *site, int argc, char **argv)
 }
 
 //  --------------------------------------------------------------------------
+//  iolog
+
+static site_channel_t *s_channel(site_t *site, const char *name)
+{
+    for (size_t c = 0; c < site->nchannels; c++)
+        if (streq(site->channels[c].name, name))
+            return &site->channels[c];
+    return NULL;
+}
+
+//  The I/O servers with at least one device on `ch`.
+static size_t s_channel_ioservers(site_t *site, site_channel_t *ch, site_ioserver_t **out,
+                                  size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < site->nioservers && n < max; i++) {
+        bool serves = false;
+        for (size_t d = 0; d < ch->ndevices && !serves; d++)
+            serves = site_device_priority(&ch->devices[d], site->ioservers[i].name) > 0;
+        if (serves)
+            out[n++] = &site->ioservers[i];
+    }
+    return n;
+}
+
+static int s_cmd_iolog(site_t *site, int argc, char **argv)
+{
+    if (argc != 2 ||
+        (!streq(argv[1], "on") && !streq(argv[1], "off") && !streq(argv[1], "--summary"))) {
+        fprintf(stderr, "scadactl iolog: usage: iolog CHANNEL on|off|--summary\n");
+        return 2;
+    }
+    site_channel_t *ch = s_channel(site, argv[0]);
+    if (!ch) {
+        fprintf(stderr, "scadactl iolog: no channel named \"%s\" in %s\n", argv[0], site->path);
+        return 2;
+    }
+    site_ioserver_t *ios[64];
+    size_t n = s_channel_ioservers(site, ch, ios, 64);
+    if (streq(argv[1], "--summary")) {
+        //  Every I/O server's log of the channel, with its rotated files.
+        char *paths[64 * 101];
+        size_t np = 0;
+        for (size_t i = 0; i < n; i++) {
+            char *dir = site_path(site, ios[i]->iolog_dir);
+            for (uint32_t k = 0; k <= ios[i]->iolog_keep; k++)
+                paths[np++] = k ? zsys_sprintf("%s/%s-%s.log.%u", dir, ios[i]->name, ch->name, k)
+                                : zsys_sprintf("%s/%s-%s.log", dir, ios[i]->name, ch->name);
+            free(dir);
+        }
+        iolog_stats_t stats;
+        char text[2048];
+        int rc = iolog_summarize((const char *const *)paths, np, ch->name,
+                                 ch->standard_reply_delay_ms, &stats, text, sizeof text);
+        for (size_t i = 0; i < np; i++)
+            zstr_free(&paths[i]);
+        if (rc < 0) {
+            fprintf(stderr, "scadactl iolog: cannot read the I/O log of %s: %s\n", ch->name,
+                    strerror(errno));
+            return 1;
+        }
+        if (rc == 0) {
+            fprintf(stderr,
+                    "scadactl iolog: no I/O log of %s yet (switch it on: scadactl iolog %s on)\n",
+                    ch->name, ch->name);
+            return 1;
+        }
+        printf("%s\n", text);
+        return 0;
+    }
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        Scada__IoRequest req = SCADA__IO_REQUEST__INIT;
+        req.id = 1;
+        req.kind = SCADA__IO_REQUEST__KIND__IOLOG;
+        req.channel = ch->name;
+        req.has_enable = true;
+        req.enable = streq(argv[1], "on");
+        Scada__IoReply *reply = s_request(ios[i], &req);
+        if (!reply) {
+            printf("%s %s: no answer\n", ios[i]->name, ch->name);
+            rc = 1;
+            continue;
+        }
+        if (reply->status == SCADA__IO_REPLY__STATUS__OK)
+            printf("%s %s: I/O log %s\n", ios[i]->name, ch->name, argv[1]);
+        else {
+            printf("%s %s: error: %s\n", ios[i]->name, ch->name, reply->error);
+            rc = 1;
+        }
+        scada__io_reply__free_unpacked(reply, NULL);
+    }
+    return rc;
+}
+
+//  --------------------------------------------------------------------------
 //  status
 
 static const char *s_field(redisReply *r, const char *name)
@@ -492,9 +592,9 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *cmd = argv[optind];
-    static const char *known[] = {"status", "get", "write", "tail"};
+    static const char *known[] = {"status", "get", "write", "tail", "iolog"};
     bool ok = false;
-    for (size_t i = 0; i < 4; i++)
+    for (size_t i = 0; i < 5; i++)
         ok = ok || streq(cmd, known[i]);
     if (!ok) {
         fprintf(stderr, "scadactl: unknown command \"%s\"\n", cmd);
@@ -522,6 +622,8 @@ int main(int argc, char **argv)
         rc = s_cmd_get(site, nargs, args);
     else if (streq(cmd, "write"))
         rc = s_cmd_write(site, nargs, args);
+    else if (streq(cmd, "iolog"))
+        rc = s_cmd_iolog(site, nargs, args);
     else
         rc = s_cmd_tail(site, nargs, args);
     site_destroy(&site);
