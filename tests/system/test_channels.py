@@ -218,3 +218,100 @@ def test_intermittent_timeouts_below_the_limit_fail_nothing(env):
     assert st["devices_online"] == 1
     assert srv.read(["R.V"])["R.V"].quality == Q("GOOD")
     assert raw.requests >= 10, raw.requests
+
+
+# ------------------------------------------------------------ I/O log
+
+
+def iolog_lines(path):
+    import os
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [l.rstrip("\n") for l in f if l.endswith("\n")]
+
+
+def field(line, name):
+    for part in line.split():
+        if part.startswith(name + "="):
+            return part[len(name) + 1:]
+    return None
+
+
+def test_iolog_on_off_and_summary(env):
+    """scadactl iolog switches a channel's log at run time; late replies are
+    timed; the summary advises raising standard_reply_delay_ms."""
+    port = env.free_ports(1)
+    devices = [{"name": "p1", "address": "127.0.0.1:%d" % port, "servers": ["io1"],
+                "scan_ms": 300, "tags": [{"name": "P1.V", "address": "hr:0"}]}]
+    io = env.ioserver_cfg(iolog_dir="logs")
+    site = env.site([io], [{"name": "line2", "type": "network", "standard_reply_delay_ms": 200,
+                            "max_read_timeouts": 100, "devices": devices}])
+    log = str(env.tmp / "logs" / "io1-line2.log")
+    ds = env.start_devsim(site)
+    srv = env.start_ioserver(site, io)
+    wait_good(srv, ["P1.V"])
+    time.sleep(0.7)
+    assert iolog_lines(log) == []  # off by default
+    r = env.scadactl(site, "iolog", "line2", "--summary")
+    assert r.returncode == 1 and "no I/O log" in r.stderr, r.stderr
+    r = env.scadactl(site, "iolog", "line2", "on")
+    assert r.returncode == 0 and "on" in r.stdout, r.stdout + r.stderr
+    wait_until(lambda: len(iolog_lines(log)) >= 3, 5, what="I/O log lines")
+    ok = iolog_lines(log)[0]
+    assert field(ok, "dev") == "p1" and field(ok, "fc") == "3" and ok.endswith(" ok"), ok
+    assert field(ok, "deadline") == "200ms", ok
+    ds.ok("delay p1 260")  # 60 ms after the deadline
+    wait_until(lambda: sum(1 for l in iolog_lines(log) if l.endswith(" timeout")
+                           and field(l, "reply") != "none") >= 10, 10,
+               what="late replies in the I/O log")
+    late = [l for l in iolog_lines(log) if l.endswith(" timeout") and field(l, "reply") != "none"]
+    for l in late:
+        reply = int(field(l, "reply")[:-2])
+        assert 255 <= reply <= 400, l
+        assert field(l, "margin") == "%+dms" % (200 - reply), l
+    r = env.scadactl(site, "iolog", "line2", "off")
+    assert r.returncode == 0
+    n = len(iolog_lines(log))
+    time.sleep(1)
+    assert len(iolog_lines(log)) == n  # off: nothing more
+    r = env.scadactl(site, "iolog", "line2", "--summary")
+    assert r.returncode == 0, r.stderr
+    assert "after the deadline on line2: raise standard_reply_delay_ms from 200 to" in r.stdout, \
+        r.stdout
+    advised = int(r.stdout.split("from 200 to ")[1].split()[0])
+    assert advised >= 260, r.stdout
+    # Bad usage: unknown channel, bad word.
+    assert env.scadactl(site, "iolog", "nope", "on").returncode == 2
+    assert env.scadactl(site, "iolog", "line2", "maybe").returncode == 2
+
+
+def test_baud_limited_deadline_follows_the_formula(env):
+    """On a channel with a link speed the deadline of each request is
+    delay + bytes x 8 / baud for the request and the expected reply."""
+    port = env.free_ports(2)
+    devices = [{"name": "s%d" % i, "address": "127.0.0.1:%d" % (port + i), "servers": ["io1"],
+                "scan_ms": 300,
+                "tags": [{"name": "S%d.A" % i, "address": "hr:0"},
+                         {"name": "S%d.B" % i, "address": "hr:%d" % (n - 1)}]}
+               for i, n in enumerate((1, 100))]
+    io = env.ioserver_cfg(iolog_dir="logs")
+    site = env.site([io], [{"name": "slow", "type": "network", "standard_reply_delay_ms": 200,
+                            "baud": 9600, "iolog": True, "max_gap": 125, "devices": devices}])
+    log = str(env.tmp / "logs" / "io1-slow.log")
+    env.start_devsim(site)
+    srv = env.start_ioserver(site, io)
+    wait_good(srv, ["S0.A", "S1.B"])
+    wait_until(lambda: {field(l, "dev") for l in iolog_lines(log)} == {"s0", "s1"}, 5,
+               what="both devices in the I/O log")
+    seen = set()
+    for l in iolog_lines(log):
+        req = int(field(l, "req")[:-1])
+        rep = int(field(l, "rep")[:-1])
+        count = int(field(l, "count"))
+        assert rep == 9 + 2 * count, l
+        tx = lambda b: -(-b * 8 * 1000 // 9600)  # ceil(bytes x 8 / baud) in ms
+        assert field(l, "deadline") == "%dms" % (200 + tx(req) + tx(rep)), l
+        seen.add(count)
+    # one register: 200 + 10 + 10; a hundred: 200 + 10 + 175
+    assert seen == {1, 100}, seen
