@@ -25,6 +25,7 @@
 #include "reply_deadline.h"
 #include "rzloop.h"
 #include "scada.pb-c.h"
+#include "serial_actor.h"
 #include "slog.h"
 #include "tagval.h"
 
@@ -119,6 +120,7 @@ struct _s_link_t {
     size_t rxlen;
     uint16_t next_tid;
     s_pending_t pending;
+    zactor_t *serial;   //  serial channels: the actor that owns the port
     link_fsm_t fsm;     //  timeouts and failover (link_fsm.h)
     iolog_entry_t late; //  the last timed-out request, kept a while in case its
     bool late_active;   //  reply still comes: the I/O log then shows how late
@@ -521,7 +523,10 @@ static void s_device_answered(s_device_t *dev)
         link->answered = true;
         cw_answered(self->cw, link->cw_id);
     }
-    if (link->ndevices == 1)
+    if (link->serial)
+        slog_info("device %s online (unit %u on %s)", dev->cfg->name, (unsigned)dev->cfg->unit,
+                  link->host);
+    else if (link->channel->type == SITE_CH_NETWORK)
         slog_info("device %s online (%s:%u, connect %u ms)", dev->cfg->name, link->host,
                   (unsigned)link->port, cw_connect_ms(self->cw, link->cw_id));
     else
@@ -534,6 +539,8 @@ static void s_device_answered(s_device_t *dev)
 
 static void s_link_close_fd(s_link_t *link)
 {
+    if (link->serial && link->conn != DEV_DOWN)
+        zstr_send(link->serial, "CLOSE");
     if (link->fd >= 0) {
         zmq_pollitem_t item = {NULL, link->fd, 0, 0};
         zloop_poller_end(link->server->loop, &item);
@@ -657,7 +664,8 @@ static void s_link_connected(s_link_t *link, int64_t now)
     link->answered = false;
     link->rxlen = 0;
     link->txlen = link->txoff = 0;
-    s_link_set_poller(link, ZMQ_POLLIN);
+    if (!link->serial)
+        s_link_set_poller(link, ZMQ_POLLIN);
     s_link_act(link, link_opened(&link->fsm, now), "connected");
     for (size_t i = 0; i < link->ndevices; i++) {
         s_device_t *dev = link->devices[i];
@@ -680,6 +688,12 @@ static void s_connect_failed(s_link_t *link, int err)
 
 static void s_connect_start(s_link_t *link, int64_t now)
 {
+    if (link->serial) {
+        //  The actor opens the port and answers OPENED or OPEN_FAILED.
+        link->conn = DEV_CONNECTING;
+        zstr_send(link->serial, "OPEN");
+        return;
+    }
     int fd = socket(link->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         s_link_error(link, "socket: %s", strerror(errno));
@@ -822,6 +836,33 @@ static void s_link_send(s_link_t *link, int64_t now)
                                  reply_len);
     dev->requests++;
     link->server->requests++;
+    if (link->serial) {
+        //  RTU frames: unit + PDU + CRC, the TCP ADU less its 7-byte header plus 3.
+        p->req_bytes = (uint32_t)len - 4;
+        p->rep_bytes = (uint32_t)reply_len - 4;
+        p->deadline = reply_deadline(now, ch->standard_reply_delay_ms, ch->baud,
+                                     serial_bits_per_char(ch), p->req_bytes, p->rep_bytes);
+        serial_req_t r = {.tid = p->req.tid,
+                          .unit = p->req.unit,
+                          .fc = p->req.fc,
+                          .addr = p->req.addr,
+                          .count = p->req.count,
+                          .timeout_ms = (uint32_t)(p->deadline - now)};
+        if (p->is_write) {
+            if (p->req.fc == MB_FC_WRITE_SINGLE_COIL)
+                r.data[r.dlen++] = p->write->bit ? 1 : 0;
+            else
+                for (int i = 0; i < p->req.count && i < 2; i++) {
+                    r.data[r.dlen++] = (uint8_t)(p->write->regs[i] >> 8);
+                    r.data[r.dlen++] = (uint8_t)p->write->regs[i];
+                }
+        }
+        zmsg_t *m = zmsg_new();
+        zmsg_addstr(m, "REQ");
+        zmsg_addmem(m, &r, sizeof r);
+        zmsg_send(&m, link->serial);
+        return;
+    }
     ssize_t n = send(link->fd, buf, (size_t)len, MSG_NOSIGNAL);
     if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
         s_link_down(link, strerror(errno));
@@ -1076,6 +1117,79 @@ static int s_on_link_io(zloop_t *loop, zmq_pollitem_t *item, void *arg)
     return 0;
 }
 
+//  A result from a serial channel's actor.
+static int s_on_serial(zloop_t *loop, zsock_t *sock, void *arg)
+{
+    s_link_t *link = (s_link_t *)arg;
+    zmsg_t *msg = zmsg_recv(sock);
+    if (!msg)
+        return 0;
+    int64_t now = mclock_mono_ms();
+    char *kind = zmsg_popstr(msg);
+    zframe_t *tidf = zmsg_pop(msg);
+    uint16_t tid = 0;
+    if (tidf && zframe_size(tidf) == sizeof tid)
+        memcpy(&tid, zframe_data(tidf), sizeof tid);
+    s_pending_t *p = &link->pending;
+    bool current = p->active && tid == p->req.tid;
+    if (!kind)
+        ;
+    else if (streq(kind, "OPENED")) {
+        if (link->conn == DEV_CONNECTING)
+            s_link_connected(link, now);
+        else
+            zstr_send(link->serial, "CLOSE"); //  the attempt had expired
+    } else if (streq(kind, "OPEN_FAILED")) {
+        char *why = tidf ? strndup((char *)zframe_data(tidf), zframe_size(tidf)) : NULL;
+        if (link->conn == DEV_CONNECTING) {
+            s_link_error(link, "cannot open %s: %s", link->host, why ? why : "?");
+            link->conn = DEV_DOWN;
+            cw_failed(link->server->cw, link->cw_id, now);
+            s_link_act(link, link_open_failed(&link->fsm, now), "cannot open the port");
+        }
+        free(why);
+    } else if (streq(kind, "REPLY") && link->conn == DEV_ONLINE) {
+        zframe_t *adu = zmsg_pop(msg);
+        if (adu && zframe_size(adu) >= MB_HEADER_LEN)
+            s_link_reply(link, zframe_data(adu), zframe_size(adu));
+        zframe_destroy(&adu);
+    } else if (streq(kind, "BAD") && current && link->conn == DEV_ONLINE) {
+        //  A garbled reply (CRC, length): counted; the request's tags go bad.
+        char *why = zmsg_popstr(msg);
+        s_device_t *dev = p->dev;
+        link->server->bad_frames++;
+        dev->bad_replies++;
+        s_device_error(dev, "%s", why ? why : "bad reply");
+        if (!p->is_write) {
+            mbplan_t *plan = dev->classes[p->cls].plan;
+            mbplan_block_t *blk = &plan->blocks[p->blk];
+            for (size_t i = 0; i < blk->ntags; i++) {
+                site_tag_t *t = plan->tags[blk->first + i];
+                s_tag_update(link->server, &dev->tags[t - dev->cfg->tags], false, 0,
+                             SCADA__QUALITY__BAD_DEVICE, mclock_wall_ms(), why ? why : "bad reply");
+            }
+        } else {
+            s_reply_write(link->server, p->write, why ? why : "bad reply");
+            s_write_destroy(&p->write);
+        }
+        p->active = false;
+        zstr_free(&why);
+    } else if (streq(kind, "ERROR") && current) {
+        //  The port failed under the request: it times out now.
+        char *why = zmsg_popstr(msg);
+        s_device_error(p->dev, "%s", why ? why : "port error");
+        p->deadline = now;
+        zstr_free(&why);
+    }
+    //  TIMEOUT needs nothing: the tick sees the deadline pass.
+    if (link->conn == DEV_ONLINE && !p->active)
+        s_link_send(link, now);
+    zstr_free(&kind);
+    zframe_destroy(&tidf);
+    zmsg_destroy(&msg);
+    return 0;
+}
+
 //  --------------------------------------------------------------------------
 //  Tick: connect window, requests, deadlines, batch flush.
 
@@ -1120,7 +1234,7 @@ static int s_on_tick(zloop_t *loop, int timer_id, void *arg)
             s_link_error(link, "%s", why);
             s_link_act(link, link_write_timeout(&link->fsm, now), why);
             //  Half a frame on the wire desynchronises the stream.
-            if (link->fd >= 0 && half_sent)
+            if (link->conn == DEV_ONLINE && half_sent)
                 s_link_down(link, "request half sent (write timeout)");
             continue;
         }
@@ -1146,7 +1260,7 @@ static int s_on_tick(zloop_t *loop, int timer_id, void *arg)
             char why[96];
             snprintf(why, sizeof why, "%u consecutive read timeouts", n);
             s_link_act(link, link_read_timeout(&link->fsm, now), why);
-            if (link->fd < 0)
+            if (link->conn != DEV_ONLINE)
                 continue;
         }
         if (!p->active)
@@ -1445,7 +1559,8 @@ static void s_link_attach(ioserver_t *self, s_device_t *dev)
 {
     site_channel_t *ch = dev->cfg->channel;
     s_link_t *link = NULL;
-    if (ch->type == SITE_CH_TCP)
+    bool shared = ch->type == SITE_CH_TCP || ch->type == SITE_CH_SERIAL;
+    if (shared)
         for (size_t i = 0; i < self->nlinks && !link; i++)
             if (self->links[i].channel == ch)
                 link = &self->links[i];
@@ -1464,7 +1579,12 @@ static void s_link_attach(ioserver_t *self, s_device_t *dev)
                             .max_read_timeouts = ch->max_read_timeouts,
                             .max_write_timeouts = ch->max_write_timeouts};
         link_fsm_init(&link->fsm, &lc, mclock_mono_ms());
-        if (ch->type == SITE_CH_TCP) {
+        if (ch->type == SITE_CH_SERIAL) {
+            snprintf(link->name, sizeof link->name, "channel %s (serial %s)", ch->name,
+                     ch->serial_port ? ch->serial_port : "?");
+            link->host = ch->serial_port;
+            link->port = 0;
+        } else if (ch->type == SITE_CH_TCP) {
             snprintf(link->name, sizeof link->name, "channel %s (gateway %s:%u)", ch->name,
                      ch->host, (unsigned)ch->port);
             link->host = ch->host;
@@ -1483,7 +1603,10 @@ static void s_link_attach(ioserver_t *self, s_device_t *dev)
 static void s_link_prepare(s_link_t *link)
 {
     site_channel_t *ch = link->channel;
-    if (ch->type != SITE_CH_NETWORK && ch->type != SITE_CH_TCP) {
+    if (ch->type == SITE_CH_SERIAL) {
+        link->addr_ok = ch->serial_port != NULL;
+        link->serial = zactor_new(serial_actor, ch);
+    } else if (ch->type != SITE_CH_NETWORK && ch->type != SITE_CH_TCP) {
         s_link_error(link, "channel type %s is not served yet", site_chtype_name(ch->type));
         slog_warn("channel %s of type %s is not served by this version", ch->name,
                   site_chtype_name(ch->type));
@@ -1594,6 +1717,7 @@ void ioserver_destroy(ioserver_t **self_p)
             close(link->fd);
         if (link->pending.active && link->pending.is_write)
             s_write_destroy(&link->pending.write);
+        zactor_destroy(&link->serial);
         free(link->devices);
     }
     free(self->links);
@@ -1647,6 +1771,10 @@ void ioserver_actor(zsock_t *pipe, void *engine)
     zloop_reader(self->loop, pipe, s_on_pipe, self);
     zloop_reader(self->loop, self->control, s_on_control, self);
     zloop_reader_set_tolerant(self->loop, self->control);
+    for (size_t i = 0; i < self->nlinks; i++)
+        if (self->links[i].serial)
+            zloop_reader(self->loop, zactor_sock(self->links[i].serial), s_on_serial,
+                         &self->links[i]);
     zloop_timer(self->loop, TICK_MS, 0, s_on_tick, self);
     zloop_timer(self->loop, self->site->ping_time_ms, 0, s_on_ping, self);
     self->redis = rzloop_new(self->loop, self->site->redis_host, self->site->redis_port,
