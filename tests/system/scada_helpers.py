@@ -278,9 +278,9 @@ class IoServer(Proc):
 class Devsim(Proc):
     """A running scada-devsim and a REQ client for its control socket."""
 
-    def __init__(self, binary, site, control, log_path, only=None):
+    def __init__(self, binary, site, control, log_path, only=None, extra=()):
         import zmq
-        argv = [binary, "--config", site, "--control", control]
+        argv = [binary, "--config", site, "--control", control, *extra]
         if only:
             argv += ["--only", ",".join(only)]
         self.control = control
@@ -717,10 +717,10 @@ class Env:
         return self.own(IoServer(self.bin("scada-ioserver"), site, cfg["name"], log,
                                  cfg["control"], cfg["publish"], extra=extra, ready=ready))
 
-    def start_devsim(self, site, only=None):
+    def start_devsim(self, site, only=None, extra=()):
         control = "tcp://127.0.0.1:%d" % self.free_ports(1)
         return self.own(Devsim(self.bin("scada-devsim"), site, control,
-                               self.tmp / "devsim.log", only=only))
+                               self.tmp / "devsim.log", only=only, extra=extra))
 
     def start_modbus(self, spec, port=None):
         port = port or self.free_ports(1)
