@@ -401,3 +401,39 @@ def test_serial_channel_end_to_end_and_failover(env):
         assert srv.alive()
     finally:
         bus.stop()
+
+
+# ------------------------------------------------------------ bad site values
+
+
+def test_bad_channel_values_exit_2(env, bin_dir):
+    """Limits of 0 or below, an unknown channel type, serial keys on a TCP
+    channel, a serial channel without a speed: a clear message naming file,
+    line and key, exit 2, for the I/O server and scadactl alike."""
+    import os
+    base = {"name": "c", "type": "network", "devices": [
+        {"name": "d", "address": "127.0.0.1:1502", "servers": ["io1"],
+         "tags": [{"name": "D.V", "address": "hr:0"}]}]}
+    serial_dev = [{"name": "d", "unit": 1, "servers": ["io1"],
+                   "tags": [{"name": "D.V", "address": "hr:0"}]}]
+    cases = [
+        (dict(base, max_read_timeouts=0), "max_read_timeouts"),
+        (dict(base, max_write_timeouts=-1), "max_write_timeouts"),
+        (dict(base, max_read_timeouts=1.5), "max_read_timeouts"),
+        (dict(base, type="modem"), "type"),
+        (dict(base, parity="E"), "parity"),
+        ({"name": "c", "type": "serial", "serial_port": "/dev/ttyS9", "devices": serial_dev},
+         "baud"),
+        ({"name": "c", "type": "serial", "serial_port": "/dev/ttyS9", "baud": 9600,
+          "parity": "X", "devices": serial_dev}, "parity"),
+        (dict(base, standard_reply_delay_ms=-5), "standard_reply_delay_ms"),
+    ]
+    io = env.ioserver_cfg()
+    for i, (channel, key) in enumerate(cases):
+        site = env.site([io], [channel], filename="bad%d.yaml" % i)
+        for argv in ([os.path.join(bin_dir, "scada-ioserver"), "--config", site, "--name", "io1"],
+                     [os.path.join(bin_dir, "scadactl"), "--config", site, "status"]):
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+            assert r.returncode == 2, (channel, r.stderr)
+            msg = r.stderr.strip().splitlines()[-1]
+            assert "bad%d.yaml:" % i in msg and key in msg, (key, msg)
