@@ -1483,7 +1483,7 @@ static int s_on_control(zloop_t *loop, zsock_t *sock, void *arg)
             s_reply(self, envelope, req->id, "no such channel served by this I/O server", NULL);
         else {
             if (req->enable)
-                mkdir(self->iolog_dir, 0755);
+                zsys_dir_create("%s", self->iolog_dir);
             iolog_set_enabled(self->iologs[c], req->enable);
             slog_info("I/O log of channel %s %s", req->channel, req->enable ? "on" : "off");
             s_reply(self, envelope, req->id, NULL, NULL);
@@ -1677,7 +1677,7 @@ ioserver_t *ioserver_new(site_t *site, const char *name)
         self->iologs[c] =
             iolog_new(path, (size_t)self->cfg->iolog_max_kb * 1024, (int)self->cfg->iolog_keep);
         if (ch->iolog) {
-            mkdir(self->iolog_dir, 0755);
+            zsys_dir_create("%s", self->iolog_dir);
             iolog_set_enabled(self->iologs[c], true);
         }
         zstr_free(&path);
