@@ -221,6 +221,7 @@ def scada_pb2():
     global _pb
     if _pb is None:
         out = tempfile.mkdtemp(prefix="bench-pb-")
+        atexit.register(shutil.rmtree, out, True)
         subprocess.run(["protoc", "--proto_path", os.path.join(ROOT, "proto"),
                         "--python_out", out, os.path.join(ROOT, "proto", "scada.proto")],
                        check=True)
