@@ -64,12 +64,15 @@ def log(fmt, *args):
 
 
 def on_signals_exit():
-    """SIGTERM and SIGHUP raise SystemExit so every finally block and atexit
-    hook runs (SIGINT already raises KeyboardInterrupt)."""
+    """SIGTERM and SIGHUP raise SystemExit and SIGINT KeyboardInterrupt, so
+    every finally block and atexit hook runs. SIGINT is set explicitly: a
+    job started in the background by a non-interactive shell inherits it
+    ignored, and would otherwise leave its processes (and iptables rule)."""
     def handler(signum, frame):
         raise SystemExit(128 + signum)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 # ---------------------------------------------------------------- ports
