@@ -90,15 +90,18 @@ class Subscriber(threading.Thread):
         self.stop = False
 
     def run(self):
-        while not self.stop:
-            if self.sock.poll(200):
-                try:
-                    while True:
-                        frames = self.sock.recv_multipart(zmq.NOBLOCK)
-                        self.messages += 1
-                        self.bytes += len(frames[-1])
-                except zmq.Again:
-                    pass
+        try:
+            while not self.stop:
+                if self.sock.poll(200):
+                    try:
+                        while True:
+                            frames = self.sock.recv_multipart(zmq.NOBLOCK)
+                            self.messages += 1
+                            self.bytes += len(frames[-1])
+                    except zmq.Again:
+                        pass
+        except zmq.ZMQError:
+            pass  # the context is going away (interrupted)
         self.sock.close()
 
 
@@ -161,6 +164,7 @@ def main():
     work = tempfile.mkdtemp(prefix="bench-throughput-")
     procs = B.Procs(work)
     ctx = zmq.Context()
+    sub = None
     try:
         # Copies of the binaries: one run, one build, even if someone rebuilds.
         default_io = args.ioserver == os.path.join(B.BIN, "scada-ioserver")
@@ -198,7 +202,6 @@ def main():
 
         io = procs.start("ioserver", [args.ioserver, "--config", site,
                                       "--name", "io1"])
-        sub = None
         if not args.no_subscriber:
             sub = Subscriber(ctx, pub)
             sub.start()
@@ -303,6 +306,9 @@ def main():
             B.log("work directory kept: %s", work)
         return 0
     finally:
+        if sub:
+            sub.stop = True
+            sub.join(2)
         procs.stop_all()
         ctx.destroy(linger=0)
         if not args.keep:
