@@ -868,12 +868,16 @@ static void s_link_send(s_link_t *link, int64_t now)
         p->rep_bytes = (uint32_t)reply_len - 4;
         p->deadline = reply_deadline(now, ch->standard_reply_delay_ms, ch->baud,
                                      serial_bits_per_char(ch), p->req_bytes, p->rep_bytes);
-        serial_req_t r = {.tid = p->req.tid,
-                          .unit = p->req.unit,
-                          .fc = p->req.fc,
-                          .addr = p->req.addr,
-                          .count = p->req.count,
-                          .timeout_ms = (uint32_t)(p->deadline - now)};
+        serial_req_t r = {
+            .tid = p->req.tid,
+            .unit = p->req.unit,
+            .fc = p->req.fc,
+            .addr = p->req.addr,
+            .count = p->req.count,
+            .timeout_ms = (uint32_t)(p->deadline - now),
+            .write_timeout_ms =
+                (uint32_t)(ch->standard_reply_delay_ms +
+                           reply_tx_ms(p->req_bytes, serial_bits_per_char(ch), ch->baud))};
         if (p->is_write) {
             if (p->req.fc == MB_FC_WRITE_SINGLE_COIL)
                 r.data[r.dlen++] = p->write->bit ? 1 : 0;
@@ -1143,6 +1147,37 @@ static int s_on_link_io(zloop_t *loop, zmq_pollitem_t *item, void *arg)
     return 0;
 }
 
+//  The OS did not take the whole request in time (a full socket send
+//  buffer, a stalled serial port): a write timeout.
+static void s_link_write_timeout(s_link_t *link, int64_t now)
+{
+    ioserver_t *self = link->server;
+    s_pending_t *p = &link->pending;
+    bool half_sent = link->txoff > 0;
+    if (p->active && s_iolog(link)) {
+        iolog_entry_t e;
+        s_iolog_fill(link, &e, IOLOG_OUT_WRITE_TIMEOUT, now, false, 0);
+        iolog_request(s_iolog(link), &e);
+    }
+    if (link->txlen) {
+        link->txlen = link->txoff = 0;
+        s_link_set_poller(link, ZMQ_POLLIN);
+    }
+    if (p->active && p->is_write) {
+        s_reply_write(self, p->write, "request could not be sent (write timeout)");
+        s_write_destroy(&p->write);
+    }
+    p->active = false;
+    char why[96];
+    snprintf(why, sizeof why, "write timeout (%u in a row)",
+             link->fsm.consecutive_write_timeouts + 1);
+    s_link_error(link, "%s", why);
+    s_link_act(link, link_write_timeout(&link->fsm, now), why);
+    //  Half a frame on the wire desynchronises the stream.
+    if (link->conn == DEV_ONLINE && half_sent)
+        s_link_down(link, "request half sent (write timeout)");
+}
+
 //  A result from a serial channel's actor.
 static int s_on_serial(zloop_t *loop, zsock_t *sock, void *arg)
 {
@@ -1206,7 +1241,8 @@ static int s_on_serial(zloop_t *loop, zsock_t *sock, void *arg)
         s_device_error(p->dev, "%s", why ? why : "port error");
         p->deadline = now;
         zstr_free(&why);
-    }
+    } else if (streq(kind, "WTIMEOUT") && current && link->conn == DEV_ONLINE)
+        s_link_write_timeout(link, now);
     //  TIMEOUT needs nothing: the tick sees the deadline pass.
     if (link->conn == DEV_ONLINE && !p->active)
         s_link_send(link, now);
@@ -1240,28 +1276,7 @@ static int s_on_tick(zloop_t *loop, int timer_id, void *arg)
             continue;
         s_pending_t *p = &link->pending;
         if (link->txlen && now >= link->write_deadline) {
-            //  The OS did not take the whole request in time.
-            bool half_sent = link->txoff > 0;
-            if (p->active && s_iolog(link)) {
-                iolog_entry_t e;
-                s_iolog_fill(link, &e, IOLOG_OUT_WRITE_TIMEOUT, now, false, 0);
-                iolog_request(s_iolog(link), &e);
-            }
-            link->txlen = link->txoff = 0;
-            s_link_set_poller(link, ZMQ_POLLIN);
-            if (p->active && p->is_write) {
-                s_reply_write(self, p->write, "request could not be sent (write timeout)");
-                s_write_destroy(&p->write);
-            }
-            p->active = false;
-            char why[96];
-            snprintf(why, sizeof why, "write timeout (%u in a row)",
-                     link->fsm.consecutive_write_timeouts + 1);
-            s_link_error(link, "%s", why);
-            s_link_act(link, link_write_timeout(&link->fsm, now), why);
-            //  Half a frame on the wire desynchronises the stream.
-            if (link->conn == DEV_ONLINE && half_sent)
-                s_link_down(link, "request half sent (write timeout)");
+            s_link_write_timeout(link, now);
             continue;
         }
         if (p->active && now >= p->deadline) {

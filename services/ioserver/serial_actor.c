@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <modbus.h>
+#include <poll.h>
 
 uint32_t serial_bits_per_char(const site_channel_t *ch)
 {
@@ -83,6 +84,13 @@ static void s_request(s_serial_t *self, zsock_t *pipe, const serial_req_t *r)
     }
     slog_debug("serial %s: request unit %u fc %u addr %u count %u timeout %u ms", self->ch->name,
                (unsigned)unit, (unsigned)fc, (unsigned)addr, (unsigned)count, (unsigned)timeout_ms);
+    //  A stalled line (flow control, a far end that stopped reading) shows as
+    //  a port that does not become writable: a write timeout, not sent.
+    struct pollfd pfd = {.fd = modbus_get_socket(self->ctx), .events = POLLOUT};
+    if (poll(&pfd, 1, (int)r->write_timeout_ms) != 1 || !(pfd.revents & POLLOUT)) {
+        s_result(pipe, "WTIMEOUT", tid, NULL, 0);
+        return;
+    }
     modbus_set_slave(self->ctx, unit);
     if (timeout_ms < 1)
         timeout_ms = 1;

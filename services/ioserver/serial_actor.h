@@ -16,6 +16,8 @@
                                                 result (normal or exception), so
                                                 the engine decodes RTU and TCP alike
         "TIMEOUT" tid                           no reply in time
+        "WTIMEOUT" tid                          the port did not become writable in
+                                                time (a stalled line): not sent
         "BAD" tid reason                        a reply that was unusable (CRC,
                                                 wrong length): counted, not fatal
         "ERROR" tid reason                      the port failed (I/O error)
@@ -29,8 +31,9 @@
 
 typedef struct {
     uint16_t tid, unit, fc, addr, count;
-    uint32_t timeout_ms; //  how long to wait for the reply
-    uint8_t data[4];     //  writes: big-endian registers, or one byte per coil
+    uint32_t timeout_ms;       //  how long to wait for the reply
+    uint32_t write_timeout_ms; //  how long the port may take to accept the request
+    uint8_t data[4];           //  writes: big-endian registers, or one byte per coil
     uint8_t dlen;
 } serial_req_t;
 
