@@ -253,21 +253,11 @@ static void s_tag_update(ioserver_t *self, s_tag_t *tag, bool has_value, double 
         s_batch_add(self, tag, false);
 }
 
-static void s_publish_event(ioserver_t *self, Scada__Event__Kind kind, s_device_t *dev, int state,
-                            const char *reason)
+//  Stamp and publish one event (topic "E").
+static void s_send_event(ioserver_t *self, Scada__Event *event)
 {
-    Scada__Event ev = SCADA__EVENT__INIT;
-    ev.kind = kind;
+    Scada__Event ev = *event;
     ev.ioserver = self->cfg->name;
-    if (dev) {
-        ev.device = dev->cfg->name;
-        ev.channel = dev->cfg->channel->name;
-    }
-    if (state >= 0) {
-        ev.has_device_state = true;
-        ev.device_state = (Scada__DeviceState)state;
-    }
-    ev.reason = (char *)reason;
     ev.ts_ms = mclock_wall_ms();
     ev.seq = ++self->event_seq;
     Scada__Event *evs[1] = {&ev};
@@ -280,6 +270,23 @@ static void s_publish_event(ioserver_t *self, Scada__Event__Kind kind, s_device_
     zsock_send(self->pub, "sb", "E", buf, len);
     free(buf);
     self->events_published++;
+}
+
+static void s_publish_event(ioserver_t *self, Scada__Event__Kind kind, s_device_t *dev, int state,
+                            const char *reason)
+{
+    Scada__Event ev = SCADA__EVENT__INIT;
+    ev.kind = kind;
+    if (dev) {
+        ev.device = dev->cfg->name;
+        ev.channel = dev->cfg->channel->name;
+    }
+    if (state >= 0) {
+        ev.has_device_state = true;
+        ev.device_state = (Scada__DeviceState)state;
+    }
+    ev.reason = (char *)reason;
+    s_send_event(self, &ev);
 }
 
 //  --------------------------------------------------------------------------
@@ -594,27 +601,14 @@ static void s_link_close(s_link_t *link, const char *why, close_mode_t mode)
 
 static void s_publish_link_event(s_link_t *link, Scada__Event__Kind kind, const char *reason)
 {
-    ioserver_t *self = link->server;
     Scada__Event ev = SCADA__EVENT__INIT;
     ev.kind = kind;
-    ev.ioserver = self->cfg->name;
     ev.channel = link->channel->name;
     if (link->fsm.cfg.kind == LINK_SOCKET)
         ev.device = link->devices[0]->cfg->name;
     ev.state = (char *)link_state_detail(link->fsm.state);
     ev.reason = (char *)reason;
-    ev.ts_ms = mclock_wall_ms();
-    ev.seq = ++self->event_seq;
-    Scada__Event *evs[1] = {&ev};
-    Scada__EventBatch batch = SCADA__EVENT_BATCH__INIT;
-    batch.n_events = 1;
-    batch.events = evs;
-    size_t len = scada__event_batch__get_packed_size(&batch);
-    uint8_t *buf = (uint8_t *)malloc(len);
-    scada__event_batch__pack(&batch, buf);
-    zsock_send(self->pub, "sb", "E", buf, len);
-    free(buf);
-    self->events_published++;
+    s_send_event(link->server, &ev);
 }
 
 //  Carry out what the link's state machine asks for, in its order.
