@@ -928,6 +928,24 @@ static bool s_gateway_exception(uint8_t code)
     return code == 0x0A || code == 0x0B;
 }
 
+//  The tags of the block the link's last read asked for take a bad quality
+//  (its reply was unusable), keeping their values. Callers know that request
+//  is the one answered.
+static void s_pending_block_bad(s_link_t *link, int quality, const char *reason)
+{
+    s_pending_t *p = &link->pending;
+    if (p->is_write)
+        return;
+    s_device_t *dev = p->dev;
+    mbplan_t *plan = dev->classes[p->cls].plan;
+    mbplan_block_t *blk = &plan->blocks[p->blk];
+    int64_t wall = mclock_wall_ms();
+    for (size_t i = 0; i < blk->ntags; i++) {
+        site_tag_t *t = plan->tags[blk->first + i];
+        s_tag_update(link->server, &dev->tags[t - dev->cfg->tags], false, 0, quality, wall, reason);
+    }
+}
+
 //  A complete ADU arrived for the outstanding request.
 static void s_link_reply(s_link_t *link, const uint8_t *adu, size_t len)
 {
@@ -1036,10 +1054,7 @@ static void s_link_reply(s_link_t *link, const uint8_t *adu, size_t len)
                        (unsigned)blk->count, reason);
         slog_warn("device %s: %s %u+%u: %s", dev->cfg->name, site_area_name(blk->area),
                   (unsigned)blk->start, (unsigned)blk->count, reason);
-        for (size_t i = 0; i < blk->ntags; i++) {
-            site_tag_t *t = plan->tags[blk->first + i];
-            s_tag_update(self, &dev->tags[t - dev->cfg->tags], false, 0, quality, wall, reason);
-        }
+        s_pending_block_bad(link, quality, reason);
         return;
     }
     for (size_t i = 0; i < blk->ntags; i++) {
@@ -1115,16 +1130,9 @@ static int s_on_link_io(zloop_t *loop, zmq_pollitem_t *item, void *arg)
             link->server->bad_frames++;
             s_pending_t *p = &link->pending;
             if (p->active && !p->is_write) {
-                s_device_t *dev = p->dev;
-                dev->bad_replies++;
-                mbplan_t *plan = dev->classes[p->cls].plan;
-                mbplan_block_t *blk = &plan->blocks[p->blk];
-                for (size_t i = 0; i < blk->ntags; i++) {
-                    site_tag_t *t = plan->tags[blk->first + i];
-                    s_tag_update(link->server, &dev->tags[t - dev->cfg->tags], false, 0,
-                                 SCADA__QUALITY__BAD_DEVICE, mclock_wall_ms(),
-                                 "malformed Modbus TCP header");
-                }
+                p->dev->bad_replies++;
+                s_pending_block_bad(link, SCADA__QUALITY__BAD_DEVICE,
+                                    "malformed Modbus TCP header");
             }
             slog_warn("%s: malformed Modbus TCP header, reconnecting", link->name);
             s_link_down(link, "malformed Modbus TCP header");
@@ -1215,15 +1223,9 @@ static int s_on_serial(zloop_t *loop, zsock_t *sock, void *arg)
         link->server->bad_frames++;
         dev->bad_replies++;
         s_device_error(dev, "%s", why ? why : "bad reply");
-        if (!p->is_write) {
-            mbplan_t *plan = dev->classes[p->cls].plan;
-            mbplan_block_t *blk = &plan->blocks[p->blk];
-            for (size_t i = 0; i < blk->ntags; i++) {
-                site_tag_t *t = plan->tags[blk->first + i];
-                s_tag_update(link->server, &dev->tags[t - dev->cfg->tags], false, 0,
-                             SCADA__QUALITY__BAD_DEVICE, mclock_wall_ms(), why ? why : "bad reply");
-            }
-        } else {
+        if (!p->is_write)
+            s_pending_block_bad(link, SCADA__QUALITY__BAD_DEVICE, why ? why : "bad reply");
+        else {
             s_reply_write(link->server, p->write, why ? why : "bad reply");
             s_write_destroy(&p->write);
         }
