@@ -76,6 +76,8 @@ typedef struct {
     bool writable;                //  default true for co and hr, false (and not settable) for di and ir
     site_sim_t sim;               //  simulation for scada-devsim
     site_device_t *device;        //  back pointer
+    uint32_t id;                  //  1-based position in the file (channels, devices, tags in
+                                  //  order): the small numeric id of the broker protocol
     int line;                     //  line in the site file
 } site_tag_t;
 
@@ -135,8 +137,32 @@ typedef struct {
                                    //  (default "iolog", relative to the working directory)
     uint32_t iolog_max_kb;         //  rotate an I/O log at this size, default 10240
     uint32_t iolog_keep;           //  rotated files kept, default 5
+    bool always_scan;              //  poll every tag of its devices, subscribed or not
+                                   //  (standalone use without brokers); default false
+    uint32_t unit_probe_ms;        //  a device none of whose tags is polled is still read
+                                   //  (one register) this often to know it is online,
+                                   //  default 5000
     int line;
 } site_ioserver_t;
+
+typedef struct {
+    char *endpoint;                //  ROUTER the resolver binds, default tcp://127.0.0.1:5500
+    int line;
+} site_resolver_t;
+
+typedef struct {
+    char *name;
+    char *endpoint;                //  ROUTER clients connect to, default
+                                   //  tcp://127.0.0.1:(5700 + 10 x position)
+    bool resolve_on_startup;       //  resolve every tag at start (page change = subscribe only)
+    bool subscribe_on_startup;     //  subscribe every tag at start (all polled all the time)
+    uint32_t update_interval_ms;   //  updates to one client at most this often, default 100
+    uint32_t client_heartbeat_ms;  //  heartbeat on an idle client link, default 5000
+    uint32_t initial_wait_ms;      //  a subscribe reply waits this long at most for first
+                                   //  values, default 200
+    uint32_t write_timeout_ms;     //  a write the I/O server has not answered fails, default 5000
+    int line;
+} site_broker_t;
 
 typedef struct {
     char *path;                    //  the file it was loaded from
@@ -150,8 +176,14 @@ typedef struct {
     size_t nioservers;
     site_channel_t *channels;
     size_t nchannels;
+    site_resolver_t resolver;      //  defaults when the file has no resolver section
+    site_broker_t *brokers;        //  as listed (may be none)
+    size_t nbrokers;
+    site_broker_t default_broker;  //  for a broker name the file does not list: "b1" on
+                                   //  tcp://127.0.0.1:5700 with the defaults above
     size_t ndevices;               //  over all channels
     size_t ntags;                  //  over all devices
+    site_tag_t **tags_by_id;       //  [id - 1] for id 1..ntags
     struct site_index_s *index;    //  private to site.c: name indexes behind the lookups; a
                                    //  site_t built by hand leaves it NULL and the lookups scan
 } site_t;
@@ -171,6 +203,12 @@ void site_destroy(site_t **self_p);
 site_ioserver_t *site_ioserver(const site_t *self, const char *name);
 site_device_t *site_device(const site_t *self, const char *name);
 site_tag_t *site_tag(const site_t *self, const char *name);
+site_tag_t *site_tag_by_id(const site_t *self, uint32_t id);
+
+//  The broker called `name`: the listed one, or the default (defaults above,
+//  endpoint tcp://127.0.0.1:5700) for a name the file does not list. NULL
+//  name: the first listed broker, or the default.
+const site_broker_t *site_broker(const site_t *self, const char *name);
 
 //  Priority of `ioserver` for `device`, or 0 if that I/O server does not serve it.
 int site_device_priority(const site_device_t *device, const char *ioserver);

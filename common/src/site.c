@@ -1406,6 +1406,8 @@ enum {
     I_IOLOG_DIR,
     I_IOLOG_MAX,
     I_IOLOG_KEEP,
+    I_ALWAYS_SCAN,
+    I_UNIT_PROBE,
     I_NKEYS
 };
 
@@ -1446,6 +1448,14 @@ static const s_key_t s_ioserver_keys[] = {
                       .offset = offsetof(site_ioserver_t, iolog_keep),
                       .min = 0,
                       .max = 100},
+    [I_ALWAYS_SCAN] = {.name = "always_scan",
+                       .kind = S_BOOL,
+                       .offset = offsetof(site_ioserver_t, always_scan)},
+    [I_UNIT_PROBE] = {.name = "unit_probe_ms",
+                      .kind = S_U32,
+                      .offset = offsetof(site_ioserver_t, unit_probe_ms),
+                      .min = 10,
+                      .max = UINT32_MAX},
 };
 
 static int s_ioserver_item(s_loader_t *ld, void *obj, size_t i)
@@ -1466,6 +1476,7 @@ static int s_ioserver_item(s_loader_t *ld, void *obj, size_t i)
         .integrity_ms = 30000,
         .iolog_max_kb = 10240,
         .iolog_keep = 5,
+        .unit_probe_ms = 5000,
         .line = s_line(ld),
     };
     s_seen_t seen;
@@ -1557,6 +1568,103 @@ static int s_top_devsim(s_loader_t *ld, void *obj, void *spec)
     return s_mapping(ld, s_devsim_keys, S_COUNT(s_devsim_keys), obj, NULL, &seen);
 }
 
+static const s_key_t s_resolver_keys[] = {
+    {.name = "endpoint", .kind = S_STR, .offset = offsetof(site_resolver_t, endpoint)},
+};
+
+static int s_top_resolver(s_loader_t *ld, void *obj, void *spec)
+{
+    site_t *site = obj;
+    site->resolver.line = s_line(ld);
+    if (s_is_null(ld))
+        return 0;
+    s_seen_t seen;
+    return s_mapping(ld, s_resolver_keys, S_COUNT(s_resolver_keys), &site->resolver, NULL, &seen);
+}
+
+enum {
+    B_NAME,
+    B_ENDPOINT,
+    B_RESOLVE_ON_STARTUP,
+    B_SUBSCRIBE_ON_STARTUP,
+    B_UPDATE_INTERVAL,
+    B_CLIENT_HEARTBEAT,
+    B_INITIAL_WAIT,
+    B_WRITE_TIMEOUT,
+    B_NKEYS
+};
+
+#define S_BROKER_MS(key, field, lo)                                                                \
+    {                                                                                              \
+        .name = key, .kind = S_U32, .offset = offsetof(site_broker_t, field), .min = lo,           \
+        .max = 3600000                                                                             \
+    }
+
+static const s_key_t s_broker_keys[] = {
+    [B_NAME] = {.name = "name",
+                .kind = S_NAME,
+                .offset = offsetof(site_broker_t, name),
+                .required = true},
+    [B_ENDPOINT] = {.name = "endpoint", .kind = S_STR, .offset = offsetof(site_broker_t, endpoint)},
+    [B_RESOLVE_ON_STARTUP] = {.name = "resolve_on_startup",
+                              .kind = S_BOOL,
+                              .offset = offsetof(site_broker_t, resolve_on_startup)},
+    [B_SUBSCRIBE_ON_STARTUP] = {.name = "subscribe_on_startup",
+                                .kind = S_BOOL,
+                                .offset = offsetof(site_broker_t, subscribe_on_startup)},
+    [B_UPDATE_INTERVAL] = S_BROKER_MS("update_interval_ms", update_interval_ms, 0),
+    [B_CLIENT_HEARTBEAT] = S_BROKER_MS("client_heartbeat_ms", client_heartbeat_ms, 100),
+    [B_INITIAL_WAIT] = S_BROKER_MS("initial_wait_ms", initial_wait_ms, 0),
+    [B_WRITE_TIMEOUT] = S_BROKER_MS("write_timeout_ms", write_timeout_ms, 10),
+};
+
+static void s_broker_defaults(site_broker_t *b)
+{
+    b->update_interval_ms = 100;
+    b->client_heartbeat_ms = 5000;
+    b->initial_wait_ms = 200;
+    b->write_timeout_ms = 5000;
+}
+
+static int s_broker_item(s_loader_t *ld, void *obj, size_t i)
+{
+    site_t *site = obj;
+    site_broker_t *bs = s_room(site->brokers, site->nbrokers, sizeof *bs);
+    if (!bs)
+        return s_oom(ld);
+    site->brokers = bs;
+    site_broker_t *b = &bs[site->nbrokers++];
+    *b = (site_broker_t){.line = s_line(ld)};
+    s_broker_defaults(b);
+    s_seen_t seen;
+    if (s_mapping(ld, s_broker_keys, B_NKEYS, b, NULL, &seen))
+        return -1;
+    if (!b->endpoint) {
+        char endpoint[64];
+        snprintf(endpoint, sizeof endpoint, "tcp://127.0.0.1:%zu", 5700 + 10 * i);
+        if (!(b->endpoint = strdup(endpoint)))
+            return s_oom(ld);
+    }
+    for (size_t k = 0; k < i; k++) {
+        if (strcmp(bs[k].name, b->name) == 0)
+            return s_fail_key(ld, &seen, s_broker_keys, B_NAME,
+                              "duplicate broker name \"%s\" (first defined at line %d)", b->name,
+                              bs[k].line);
+        if (strcmp(bs[k].endpoint, b->endpoint) == 0)
+            return s_fail_key(ld, &seen, s_broker_keys, B_ENDPOINT,
+                              "endpoint \"%s\" is already the endpoint of broker \"%s\"",
+                              b->endpoint, bs[k].name);
+    }
+    return 0;
+}
+
+static int s_top_brokers(s_loader_t *ld, void *obj, void *spec)
+{
+    if (s_is_null(ld))
+        return 0;
+    return s_list(ld, s_broker_item, obj);
+}
+
 static int s_top_ioservers(s_loader_t *ld, void *obj, void *spec)
 {
     int line = s_line(ld);
@@ -1604,8 +1712,8 @@ static const s_key_t s_top_keys[] = {
                     .kind = S_CUSTOM,
                     .required = true,
                     .custom = s_top_channels},
-    [K_RESOLVER] = {.name = "resolver", .kind = S_CUSTOM, .custom = s_top_section},
-    [K_BROKERS] = {.name = "brokers", .kind = S_CUSTOM, .custom = s_top_section},
+    [K_RESOLVER] = {.name = "resolver", .kind = S_CUSTOM, .custom = s_top_resolver},
+    [K_BROKERS] = {.name = "brokers", .kind = S_CUSTOM, .custom = s_top_brokers},
     [K_ALARM] = {.name = "alarm", .kind = S_CUSTOM, .custom = s_top_section},
 };
 
@@ -1642,6 +1750,12 @@ static int s_finish(s_loader_t *ld)
         return s_oom(ld);
     if (!site->devsim_control && !(site->devsim_control = strdup("tcp://127.0.0.1:5590")))
         return s_oom(ld);
+    if (!site->resolver.endpoint && !(site->resolver.endpoint = strdup("tcp://127.0.0.1:5500")))
+        return s_oom(ld);
+    s_broker_defaults(&site->default_broker);
+    if (!(site->default_broker.name = strdup("b1")) ||
+        !(site->default_broker.endpoint = strdup("tcp://127.0.0.1:5700")))
+        return s_oom(ld);
 
     for (size_t i = 0; i < site->nioservers; i++)
         s_index_find(&index->ioservers, site->ioservers[i].name)->ptr = &site->ioservers[i];
@@ -1661,6 +1775,18 @@ static int s_finish(s_loader_t *ld)
         }
         site->ndevices += ch->ndevices;
     }
+    site->tags_by_id = (site_tag_t **)calloc(site->ntags + 1, sizeof *site->tags_by_id);
+    if (!site->tags_by_id)
+        return s_oom(ld);
+    uint32_t id = 0;
+    for (size_t c = 0; c < site->nchannels; c++)
+        for (size_t d = 0; d < site->channels[c].ndevices; d++) {
+            site_device_t *dev = &site->channels[c].devices[d];
+            for (size_t t = 0; t < dev->ntags; t++) {
+                dev->tags[t].id = ++id;
+                site->tags_by_id[id - 1] = &dev->tags[t];
+            }
+        }
     return 0;
 }
 
@@ -1801,6 +1927,15 @@ void site_destroy(site_t **self_p)
         free(self->ioservers[i].iolog_dir);
     }
     free(self->ioservers);
+    for (size_t i = 0; i < self->nbrokers; i++) {
+        free(self->brokers[i].name);
+        free(self->brokers[i].endpoint);
+    }
+    free(self->brokers);
+    free(self->default_broker.name);
+    free(self->default_broker.endpoint);
+    free(self->resolver.endpoint);
+    free(self->tags_by_id);
     for (size_t c = 0; c < self->nchannels; c++) {
         site_channel_t *ch = &self->channels[c];
         for (size_t d = 0; d < ch->ndevices; d++) {
@@ -1864,6 +1999,21 @@ site_device_t *site_device(const site_t *self, const char *name)
             if (strcmp(self->channels[c].devices[d].name, name) == 0)
                 return &self->channels[c].devices[d];
     return NULL;
+}
+
+site_tag_t *site_tag_by_id(const site_t *self, uint32_t id)
+{
+    if (!self || id == 0 || id > self->ntags || !self->tags_by_id)
+        return NULL;
+    return self->tags_by_id[id - 1];
+}
+
+const site_broker_t *site_broker(const site_t *self, const char *name)
+{
+    for (size_t i = 0; i < self->nbrokers; i++)
+        if (!name || strcmp(self->brokers[i].name, name) == 0)
+            return &self->brokers[i];
+    return &self->default_broker;
 }
 
 site_tag_t *site_tag(const site_t *self, const char *name)

@@ -103,8 +103,8 @@ static const char *s_full =
     "ping_time_ms: 250\n"                                                                   //  4
     "resolve_retry_backoff_ms: 750\n"                                                       //  5
     "devsim: {control: \"tcp://127.0.0.1:6590\"}\n"                                         //  6
-    "resolver: {anything: [1, 2, {deep: true}]}\n"                                          //  7
-    "brokers: {b1: {x: 1}}\n"                                                               //  8
+    "resolver: {endpoint: \"tcp://10.0.0.9:6500\"}\n"                                       //  7
+    "brokers: [{name: b1, resolve_on_startup: yes, update_interval_ms: 50}, {name: b2}]\n"   //  8
     "alarm:\n"                                                                              //  9
     "ioservers:\n"                                                                          // 10
     "  - name: io1\n"                                                                       // 11
@@ -183,6 +183,21 @@ static void test_full_file(void **state)
     assert_string_equal(site->redis_host, "redis.local");
     assert_int_equal(site->redis_port, 6380);
     assert_int_equal(site->ping_time_ms, 250);
+    assert_string_equal(site->resolver.endpoint, "tcp://10.0.0.9:6500");
+    assert_int_equal(site->nbrokers, 2);
+    assert_true(site->brokers[0].resolve_on_startup);
+    assert_false(site->brokers[0].subscribe_on_startup);
+    assert_int_equal(site->brokers[0].update_interval_ms, 50);
+    assert_int_equal(site->brokers[1].update_interval_ms, 100);
+    assert_string_equal(site->brokers[0].endpoint, "tcp://127.0.0.1:5700");
+    assert_string_equal(site->brokers[1].endpoint, "tcp://127.0.0.1:5710");
+    assert_ptr_equal(site_broker(site, "b2"), &site->brokers[1]);
+    assert_ptr_equal(site_broker(site, NULL), &site->brokers[0]);
+    assert_ptr_equal(site_broker(site, "b9"), &site->default_broker);
+    assert_int_equal(site->tags_by_id[0]->id, 1);
+    assert_ptr_equal(site_tag_by_id(site, 1), site->tags_by_id[0]);
+    assert_null(site_tag_by_id(site, 0));
+    assert_null(site_tag_by_id(site, (uint32_t)site->ntags + 1));
     assert_int_equal(site->resolve_retry_backoff_ms, 750);
     assert_string_equal(site->devsim_control, "tcp://127.0.0.1:6590");
     assert_int_equal(site->nioservers, 2);
@@ -1011,9 +1026,13 @@ static void test_error_node_kind(void **state)
         {"site: t\nresolver: 5\n", 2, "resolver",
          "expected a mapping (key: value), got a single "
          "value"},
-        {"site: t\nbrokers: [b1, b2]\n", 2, "brokers",
-         "expected a mapping (key: value), got a "
-         "list"},
+        {"site: t\nbrokers: [b1, b2]\n", 2, "brokers[0]",
+         "expected a mapping (key: value), got a single value"},
+        {"site: t\nbrokers: [{name: b1}, {name: b1}]\n", 2, "brokers[1].name",
+         "duplicate broker name \"b1\""},
+        {"site: t\nbrokers: [{name: b1, update_interval_ms: -1}]\n", 2,
+         "brokers[0].update_interval_ms", "must not be negative"},
+        {"site: t\nresolver: {port: 5}\n", 2, "resolver.port", "unknown key"},
         {"site: t\nalarm: on\n", 2, "alarm", "expected a mapping"},
         {"site: &s t\nioservers: [{name: *s}]\nchannels: []\n", 2, "ioservers[0].name",
          "expected a name, got an alias (aliases are not supported)"},
