@@ -275,6 +275,28 @@ class IoServer(Proc):
         return rc
 
 
+class Service(Proc):
+    """A scada-resolver or scada-broker: started, then waited for until its
+    endpoint accepts TCP connections (or it exits)."""
+
+    def __init__(self, binary, kind, site, name, log_path, endpoint, extra=()):
+        self.endpoint = endpoint
+        self.svc_name = name
+        argv = [binary, "--config", site]
+        if name:
+            argv += ["--name", name]
+        super().__init__(kind + ("-" + name if name else ""), argv + list(extra), log_path)
+        host, port = endpoint.rsplit("/", 1)[-1].rsplit(":", 1)
+        wait_until(lambda: self._ready(host, int(port)), 15, interval=0.1,
+                   what="%s on %s" % (kind, endpoint))
+
+    def _ready(self, host, port):
+        if not self.alive():
+            raise AssertionError("%s exited with %r:\n%s"
+                                 % (self.name, self.proc.returncode, self.log_tail()))
+        return port_listens(port, host)
+
+
 class Devsim(Proc):
     """A running scada-devsim and a REQ client for its control socket."""
 
@@ -703,8 +725,11 @@ class Env:
         return r
 
     def ioserver_cfg(self, name="io1", **kw):
+        """An I/O server entry on free ports. always_scan defaults to true
+        here (every tag polled, no broker needed); tests of on-demand
+        polling pass always_scan=False."""
         publish, control = self.endpoints()
-        cfg = {"name": name, "publish": publish, "control": control}
+        cfg = {"name": name, "publish": publish, "control": control, "always_scan": True}
         cfg.update(kw)
         return cfg
 
@@ -716,6 +741,25 @@ class Env:
         log = self.tmp / ("%s.log" % cfg["name"])
         return self.own(IoServer(self.bin("scada-ioserver"), site, cfg["name"], log,
                                  cfg["control"], cfg["publish"], extra=extra, ready=ready))
+
+    def pubsub_top(self, brokers=("b1",), **broker_kw):
+        """Top-level site keys for a resolver and brokers on free ports:
+        pass them to site(..., **top)."""
+        resolver = "tcp://127.0.0.1:%d" % self.free_ports(1)
+        bl = []
+        for name in brokers:
+            b = {"name": name, "endpoint": "tcp://127.0.0.1:%d" % self.free_ports(1)}
+            b.update(broker_kw)
+            bl.append(b)
+        return {"resolver": {"endpoint": resolver}, "brokers": bl}
+
+    def start_resolver(self, site, endpoint, extra=("--log-level", "debug")):
+        return self.own(Service(self.bin("scada-resolver"), "resolver", site, None,
+                                self.tmp / "resolver.log", endpoint, extra))
+
+    def start_broker(self, site, name, endpoint, extra=("--log-level", "debug")):
+        return self.own(Service(self.bin("scada-broker"), "broker", site, name,
+                                self.tmp / ("broker-%s.log" % name), endpoint, extra))
 
     def start_devsim(self, site, only=None, extra=()):
         control = "tcp://127.0.0.1:%d" % self.free_ports(1)
