@@ -44,11 +44,20 @@
 #define BATCH_MAX   512 //  values per published message
 #define WRITE_QUEUE 64  //  writes waiting per device at most
 #define TCP_BITS    8   //  bits per byte on a TCP link with a configured speed
+#define MAX_BROKERS 64  //  brokers holding subscriptions at one I/O server
+#define NO_BLOCK    ((size_t)-1)
 
 typedef enum { DEV_DOWN = 0, DEV_CONNECTING, DEV_ONLINE } dev_conn_t;
 
+typedef struct _s_device_t s_device_t;
+typedef struct _s_link_t s_link_t;
+
 typedef struct {
     site_tag_t *cfg;
+    s_device_t *dev;
+    size_t cls, blk;    //  where it is read (blk NO_BLOCK: never, address out of range)
+    uint64_t subs;      //  bit b: broker slot b subscribed it
+    bool active;        //  polled: subscribed, or always scanned
     double value;       //  last value read (engineering units)
     int64_t ts;         //  its source timestamp, wall ms
     int quality;        //  SCADA__QUALITY__*
@@ -62,7 +71,8 @@ typedef struct {
 typedef struct {
     uint32_t scan_ms;
     mbplan_t *plan;
-    int64_t *due; //  per block: next time it is due (mono ms)
+    int64_t *due;     //  per block: next time it is due (mono ms)
+    uint32_t *active; //  per block: its active tags; a block with none is not read
 } s_class_t;
 
 typedef struct {
@@ -73,12 +83,10 @@ typedef struct {
     int bit;
 } s_write_t;
 
-typedef struct _s_device_t s_device_t;
-typedef struct _s_link_t s_link_t;
-
 typedef struct {
     bool active;
     bool is_write;
+    bool probe;       //  a one-register read that only shows the unit answers
     s_device_t *dev;  //  whose request it is
     size_t cls, blk;  //  read: which block
     s_write_t *write; //  write: owned while active
@@ -97,6 +105,9 @@ struct _s_device_t {
     s_tag_t *tags;
     zlist_t *writes;    //  of s_write_t, waiting
     bool answered;      //  it answered on the link's current connection: online
+    bool offer_online;  //  online as last told to the resolver
+    size_t nactive;     //  blocks with active tags; none: probed every unit_probe_ms
+    int64_t probe_due;  //  next probe (mono ms)
     int64_t last_ok_ms; //  wall ms of the last good reply
     char last_error[160];
     const char *redis_state; //  state last written to Redis
@@ -162,10 +173,26 @@ struct _ioserver_t {
     uint64_t values_published, events_published, bad_frames, bad_requests, writes_ok, writes_failed;
     uint64_t requests, replies, tag_reads; //  over all devices: throughput figures
     zhashx_t *reasons;                     //  interned reason texts: tags keep pointers to them
-    iolog_t **iologs;                      //  per site channel (index in site->channels)
-    char *iolog_dir;                       //  resolved against the site file's directory
+    //  Subscriptions (brokers) and offers (resolver)
+    s_tag_t **tag_by_id; //  site tag id - 1 -> our tag, NULL if not served here
+    struct {
+        char *name;   //  NULL: free slot
+        int64_t seen; //  mono ms of its last request
+        uint32_t count;
+    } brokers[MAX_BROKERS];
+    size_t tags_active;
+    uint64_t subscribes, unsubscribes, resyncs, probes;
+    zsock_t *resolver;
+    uint64_t incarnation;
+    bool units_dirty;
+    iolog_t **iologs; //  per site channel (index in site->channels)
+    char *iolog_dir;  //  resolved against the site file's directory
     bool fatal;
 };
+
+static void s_resolver_offers(ioserver_t *self, bool all);
+static void s_resolver_send(ioserver_t *self, Scada__ResolverMsg *msg);
+static void s_brokers_expire(ioserver_t *self, int64_t now);
 
 //  --------------------------------------------------------------------------
 //  Publishing
@@ -191,6 +218,8 @@ static void s_batch_flush(ioserver_t *self, bool integrity)
 
 static void s_batch_add(ioserver_t *self, s_tag_t *tag, bool integrity)
 {
+    if (!tag->active)
+        return; //  nobody polls it: what we hold is not news
     if (self->nbatch == BATCH_MAX)
         s_batch_flush(self, integrity);
     Scada__Value *v = &self->batch[self->nbatch];
@@ -203,6 +232,8 @@ static void s_batch_add(ioserver_t *self, s_tag_t *tag, bool integrity)
     v->quality = (Scada__Quality)tag->quality;
     v->source_ts_ms = tag->ts;
     v->seq = ++self->value_seq;
+    v->has_tag_id = true;
+    v->tag_id = tag->cfg->id;
     if (tag->quality != SCADA__QUALITY__GOOD && tag->reason)
         v->reason = (char *)tag->reason;
     self->batch_ptrs[self->nbatch] = v;
@@ -343,6 +374,14 @@ static size_t s_online_count(ioserver_t *self)
     return n;
 }
 
+static size_t s_broker_count(ioserver_t *self)
+{
+    size_t n = 0;
+    for (int b = 0; b < MAX_BROKERS; b++)
+        n += self->brokers[b].name != NULL;
+    return n;
+}
+
 static void s_redis_server(ioserver_t *self, const char *state, int64_t now)
 {
     cw_stats_t st;
@@ -352,14 +391,16 @@ static void s_redis_server(ioserver_t *self, const char *state, int64_t now)
                    "connect_in_flight %llu connect_queued %llu connect_window %u "
                    "connect_starved %d "
                    "dead_probe_lag_ms %lld connect_attempts %llu connect_timeouts %llu "
-                   "values_published %llu bad_frames %llu started_ms %lld updated_ms %lld",
+                   "values_published %llu bad_frames %llu started_ms %lld updated_ms %lld "
+                   "tags_active %llu brokers %llu",
                    self->prefix, state, (int)getpid(), (unsigned long long)s_online_count(self),
                    (unsigned long long)self->ndevices, (unsigned long long)st.in_flight,
                    (unsigned long long)st.queued, self->cfg->connect_window, st.starved ? 1 : 0,
                    (long long)st.dead_lag_ms, (unsigned long long)st.attempts,
                    (unsigned long long)st.timeouts, (unsigned long long)self->values_published,
                    (unsigned long long)self->bad_frames, (long long)self->started_wall,
-                   (long long)mclock_wall_ms());
+                   (long long)mclock_wall_ms(), (unsigned long long)self->tags_active,
+                   (unsigned long long)s_broker_count(self));
     rzloop_command(self->redis, "PEXPIRE %s %lld", self->prefix, (long long)s_ttl_ms(self));
 }
 
@@ -515,6 +556,7 @@ static void s_device_offline(s_device_t *dev, const char *why)
     if (!dev->answered)
         return;
     dev->answered = false;
+    dev->server->units_dirty = true;
     slog_warn("device %s offline: %s", dev->cfg->name, why);
     s_device_error(dev, "%s", why);
     s_device_tags_bad(dev, SCADA__QUALITY__BAD_NO_COMM, why);
@@ -528,6 +570,7 @@ static void s_device_answered(s_device_t *dev)
     ioserver_t *self = dev->server;
     s_link_t *link = dev->link;
     dev->answered = true;
+    self->units_dirty = true;
     if (!link->answered) {
         link->answered = true;
         cw_answered(self->cw, link->cw_id);
@@ -690,6 +733,7 @@ static void s_link_connected(s_link_t *link, int64_t now)
     for (size_t i = 0; i < link->ndevices; i++) {
         s_device_t *dev = link->devices[i];
         dev->redis_dirty = true;
+        dev->probe_due = now;
         for (size_t c = 0; c < dev->nclasses; c++)
             for (size_t b = 0; b < dev->classes[c].plan->nblocks; b++)
                 dev->classes[c].due[b] = now;
@@ -772,13 +816,24 @@ static void s_iolog_late_flush(s_link_t *link)
     link->late_active = false;
 }
 
-//  The most overdue block of a device at `now`; false if none is due.
+//  The most overdue block of a device at `now`; false if none is due. A
+//  device none of whose tags is polled is probed instead (*blk NO_BLOCK):
+//  one register every unit_probe_ms, so that it is known online or not.
 static bool s_device_due(s_device_t *dev, int64_t now, size_t *cls, size_t *blk, int64_t *due)
 {
     int64_t best = INT64_MAX;
+    if (dev->nactive == 0) {
+        if (dev->nclasses == 0 || dev->classes[0].plan->nblocks == 0 || now < dev->probe_due)
+            return false;
+        *cls = 0;
+        *blk = NO_BLOCK;
+        *due = dev->probe_due;
+        return true;
+    }
     for (size_t c = 0; c < dev->nclasses; c++)
         for (size_t b = 0; b < dev->classes[c].plan->nblocks; b++)
-            if (dev->classes[c].due[b] <= now && dev->classes[c].due[b] < best) {
+            if (dev->classes[c].active[b] && dev->classes[c].due[b] <= now &&
+                dev->classes[c].due[b] < best) {
                 best = dev->classes[c].due[b];
                 *cls = c;
                 *blk = b;
@@ -823,7 +878,20 @@ static void s_link_send(s_link_t *link, int64_t now)
             len = mb_encode_write_multiple_registers(buf, sizeof buf, &p->req, tid, unit,
                                                      t->address, w->regs, 2);
         p->is_write = true;
+        p->probe = false;
         p->write = w;
+    } else if (bb == NO_BLOCK) {
+        mbplan_block_t *blk = &dev->classes[0].plan->blocks[0];
+        static const uint8_t fcs[] = {MB_FC_READ_COILS, MB_FC_READ_DISCRETE_INPUTS,
+                                      MB_FC_READ_HOLDING, MB_FC_READ_INPUT};
+        len = mb_encode_read(buf, sizeof buf, &p->req, link->next_tid++, unit, fcs[blk->area],
+                             blk->start, 1);
+        p->is_write = false;
+        p->probe = true;
+        p->cls = 0;
+        p->blk = 0;
+        dev->probe_due = now + link->server->cfg->unit_probe_ms;
+        link->server->probes++;
     } else {
         mbplan_block_t *blk = &dev->classes[bc].plan->blocks[bb];
         static const uint8_t fcs[] = {MB_FC_READ_COILS, MB_FC_READ_DISCRETE_INPUTS,
@@ -831,6 +899,7 @@ static void s_link_send(s_link_t *link, int64_t now)
         len = mb_encode_read(buf, sizeof buf, &p->req, link->next_tid++, unit, fcs[blk->area],
                              blk->start, blk->count);
         p->is_write = false;
+        p->probe = false;
         p->cls = bc;
         p->blk = bb;
         //  Next due one period after this one was due, but never in the past:
@@ -934,7 +1003,7 @@ static bool s_gateway_exception(uint8_t code)
 static void s_pending_block_bad(s_link_t *link, int quality, const char *reason)
 {
     s_pending_t *p = &link->pending;
-    if (p->is_write)
+    if (p->is_write || p->probe)
         return;
     s_device_t *dev = p->dev;
     mbplan_t *plan = dev->classes[p->cls].plan;
@@ -1038,6 +1107,13 @@ static void s_link_reply(s_link_t *link, const uint8_t *adu, size_t len)
         }
         s_write_destroy(&w);
         return;
+    }
+    if (p->probe) {
+        if (rc != MB_OK && rc != MB_EXCEPTION) {
+            dev->bad_replies++;
+            self->bad_frames++;
+        }
+        return; //  it answered: that is all a probe asks
     }
     mbplan_t *plan = dev->classes[p->cls].plan;
     mbplan_block_t *blk = &plan->blocks[p->blk];
@@ -1318,6 +1394,8 @@ static int s_on_tick(zloop_t *loop, int timer_id, void *arg)
         self->next_integrity = now + self->cfg->integrity_ms;
     }
     s_batch_flush(self, false);
+    if (self->units_dirty)
+        s_resolver_offers(self, false);
     return 0;
 }
 
@@ -1340,7 +1418,174 @@ static int s_on_ping(zloop_t *loop, int timer_id, void *arg)
         s_publish_event(self, SCADA__EVENT__KIND__CONNECT_STARVED, NULL, -1,
                         st.starved ? "starved" : "recovered");
     }
+    s_brokers_expire(self, now);
+    Scada__ResolverMsg hb = SCADA__RESOLVER_MSG__INIT;
+    hb.kind = SCADA__RESOLVER_MSG__KIND__HEARTBEAT;
+    s_resolver_send(self, &hb);
+    s_resolver_offers(self, false); //  catches any change a path did not flag
     s_redis_refresh(self, false);
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Subscriptions: a tag is polled while a broker subscribes it or it is
+//  always scanned (the tag's always_scan, or the I/O server's). A block of
+//  a device is read while it holds an active tag; a tag that becomes active
+//  is read at once and its first reading is published even if unchanged.
+
+static void s_tag_refresh(ioserver_t *self, s_tag_t *tag, int64_t now)
+{
+    bool want = self->cfg->always_scan || tag->cfg->always_scan || tag->subs != 0;
+    if (want == tag->active)
+        return;
+    tag->active = want;
+    s_device_t *dev = tag->dev;
+    if (want) {
+        self->tags_active++;
+        tag->published = false;
+        if (tag->blk != NO_BLOCK) {
+            s_class_t *cls = &dev->classes[tag->cls];
+            if (cls->active[tag->blk]++ == 0) {
+                dev->nactive++;
+                cls->due[tag->blk] = now;
+            }
+        }
+    } else {
+        self->tags_active--;
+        if (tag->blk != NO_BLOCK) {
+            s_class_t *cls = &dev->classes[tag->cls];
+            if (--cls->active[tag->blk] == 0 && --dev->nactive == 0)
+                dev->probe_due = now + self->cfg->unit_probe_ms;
+        }
+    }
+}
+
+//  The slot of broker `name`, made if new; -1 if every slot is taken.
+static int s_broker_slot(ioserver_t *self, const char *name, bool make)
+{
+    int free_slot = -1;
+    for (int b = 0; b < MAX_BROKERS; b++) {
+        if (self->brokers[b].name && strcmp(self->brokers[b].name, name) == 0)
+            return b;
+        if (!self->brokers[b].name && free_slot < 0)
+            free_slot = b;
+    }
+    if (!make || free_slot < 0)
+        return -1;
+    self->brokers[free_slot].name = strdup(name);
+    self->brokers[free_slot].count = 0;
+    slog_info("broker %s subscribes here", name);
+    return free_slot;
+}
+
+//  Drop every subscription of broker slot b.
+static void s_broker_clear(ioserver_t *self, int b, int64_t now)
+{
+    uint64_t bit = (uint64_t)1 << b;
+    for (size_t i = 0; i < self->ndevices; i++)
+        for (size_t t = 0; t < self->devices[i].cfg->ntags; t++) {
+            s_tag_t *tag = &self->devices[i].tags[t];
+            if (tag->subs & bit) {
+                tag->subs &= ~bit;
+                s_tag_refresh(self, tag, now);
+            }
+        }
+    self->brokers[b].count = 0;
+}
+
+//  Brokers that stopped renewing (3 x ping_time) lose their subscriptions.
+static void s_brokers_expire(ioserver_t *self, int64_t now)
+{
+    int64_t limit = 3 * (int64_t)self->site->ping_time_ms;
+    for (int b = 0; b < MAX_BROKERS; b++)
+        if (self->brokers[b].name && now - self->brokers[b].seen > limit) {
+            slog_warn("broker %s silent for %lld ms: its %u subscriptions are dropped",
+                      self->brokers[b].name, (long long)(now - self->brokers[b].seen),
+                      self->brokers[b].count);
+            s_broker_clear(self, b, now);
+            zstr_free(&self->brokers[b].name);
+        }
+}
+
+static bool s_unit_online(s_device_t *dev)
+{
+    return dev->answered && dev->link->conn == DEV_ONLINE;
+}
+
+//  Tell the resolver (fire-and-forget: a resolver that is away asks for a
+//  REGISTER when it is back).
+static void s_resolver_send(ioserver_t *self, Scada__ResolverMsg *msg)
+{
+    msg->name = self->cfg->name;
+    msg->has_incarnation = true;
+    msg->incarnation = self->incarnation;
+    size_t len = scada__resolver_msg__get_packed_size(msg);
+    zmq_msg_t frame;
+    zmq_msg_init_size(&frame, len);
+    scada__resolver_msg__pack(msg, (uint8_t *)zmq_msg_data(&frame));
+    if (zmq_msg_send(&frame, zsock_resolve(self->resolver), ZMQ_DONTWAIT) < 0)
+        zmq_msg_close(&frame);
+}
+
+//  REGISTER (all = every device) or UNIT_STATE (the devices whose online
+//  state changed since last told).
+static void s_resolver_offers(ioserver_t *self, bool all)
+{
+    Scada__Offer *offers = (Scada__Offer *)zmalloc((self->ndevices + 1) * sizeof *offers);
+    Scada__Offer **ptrs = (Scada__Offer **)zmalloc((self->ndevices + 1) * sizeof *ptrs);
+    size_t n = 0;
+    for (size_t i = 0; i < self->ndevices; i++) {
+        s_device_t *dev = &self->devices[i];
+        bool online = s_unit_online(dev);
+        if (!all && online == dev->offer_online)
+            continue;
+        dev->offer_online = online;
+        Scada__Offer *o = &offers[n];
+        scada__offer__init(o);
+        o->device = dev->cfg->name;
+        o->has_priority = true;
+        o->priority = (uint32_t)site_device_priority(dev->cfg, self->cfg->name);
+        o->online = online;
+        ptrs[n++] = o;
+    }
+    self->units_dirty = false;
+    if (all || n) {
+        Scada__ResolverMsg msg = SCADA__RESOLVER_MSG__INIT;
+        msg.kind =
+            all ? SCADA__RESOLVER_MSG__KIND__REGISTER : SCADA__RESOLVER_MSG__KIND__UNIT_STATE;
+        msg.publish = self->cfg->publish;
+        msg.control = self->cfg->control;
+        msg.n_offers = n;
+        msg.offers = ptrs;
+        s_resolver_send(self, &msg);
+        if (all)
+            slog_info("registered %zu offers with the resolver", n);
+    }
+    free(offers);
+    free(ptrs);
+}
+
+static int s_on_resolver(zloop_t *loop, zsock_t *sock, void *arg)
+{
+    ioserver_t *self = (ioserver_t *)arg;
+    zmsg_t *msg = zmsg_recv(sock);
+    if (!msg)
+        return 0;
+    zframe_t *f = zmsg_first(msg);
+    Scada__ResolverMsg *m = zmsg_size(msg) == 1
+                                ? scada__resolver_msg__unpack(NULL, zframe_size(f), zframe_data(f))
+                                : NULL;
+    zmsg_destroy(&msg);
+    if (!m) {
+        self->bad_requests++;
+        slog_warn("resolver: malformed message dropped");
+        return 0;
+    }
+    if (m->kind == SCADA__RESOLVER_MSG__KIND__REREGISTER)
+        s_resolver_offers(self, true);
+    else if (m->kind == SCADA__RESOLVER_MSG__KIND__ERROR)
+        slog_warn("resolver says: %s", m->error ? m->error : "(no reason)");
+    scada__resolver_msg__free_unpacked(m, NULL);
     return 0;
 }
 
@@ -1350,14 +1595,114 @@ static int s_on_ping(zloop_t *loop, int timer_id, void *arg)
 static s_device_t *s_find_tag(ioserver_t *self, const char *name, s_tag_t **tag_p)
 {
     site_tag_t *t = site_tag(self->site, name);
-    if (!t)
+    if (!t || t->id == 0 || t->id > self->site->ntags || !self->tag_by_id[t->id - 1])
         return NULL;
-    for (size_t i = 0; i < self->ndevices; i++)
-        if (self->devices[i].cfg == t->device) {
-            *tag_p = &self->devices[i].tags[t - t->device->tags];
-            return &self->devices[i];
+    *tag_p = self->tag_by_id[t->id - 1];
+    return (*tag_p)->dev;
+}
+
+//  SUBSCRIBE, UNSUBSCRIBE, KEEP from a broker.
+static void s_on_subscription(ioserver_t *self, zmsg_t *envelope, Scada__IoRequest *req)
+{
+    Scada__IoReply reply = SCADA__IO_REPLY__INIT;
+    reply.id = req->id;
+    reply.status = SCADA__IO_REPLY__STATUS__OK;
+    int64_t now = mclock_mono_ms();
+    bool sub = req->kind == SCADA__IO_REQUEST__KIND__SUBSCRIBE;
+    int b =
+        req->client && *req->client
+            ? s_broker_slot(self, req->client, req->kind != SCADA__IO_REQUEST__KIND__UNSUBSCRIBE)
+            : -1;
+    size_t n = req->n_tags;
+    Scada__Value *values = (Scada__Value *)zmalloc((n + 1) * sizeof *values);
+    Scada__Value **ptrs = (Scada__Value **)zmalloc((n + 1) * sizeof *ptrs);
+    if (!req->client || !*req->client) {
+        reply.status = SCADA__IO_REPLY__STATUS__ERROR;
+        reply.error = (char *)"subscriptions need client (the broker's name)";
+        self->bad_requests++;
+    } else if (b < 0 && req->kind != SCADA__IO_REQUEST__KIND__UNSUBSCRIBE) {
+        reply.status = SCADA__IO_REPLY__STATUS__ERROR;
+        reply.error = (char *)"too many brokers subscribe at this I/O server";
+        self->bad_requests++;
+    } else if (b >= 0) {
+        uint64_t bit = (uint64_t)1 << b;
+        self->brokers[b].seen = now;
+        if (req->kind == SCADA__IO_REQUEST__KIND__KEEP) {
+            if (!req->has_count || req->count != self->brokers[b].count) {
+                reply.status = SCADA__IO_REPLY__STATUS__ERROR;
+                reply.error = (char *)"resync";
+                self->resyncs++;
+                slog_info("broker %s believes it holds %u subscriptions here, we hold %u: resync",
+                          req->client, req->count, self->brokers[b].count);
+            }
+        } else {
+            if (sub && req->has_replace && req->replace)
+                s_broker_clear(self, b, now);
+            for (size_t i = 0; i < n; i++) {
+                s_tag_t *tag = NULL;
+                s_find_tag(self, req->tags[i], &tag);
+                if (!tag) {
+                    if (sub) {
+                        Scada__Value *v = &values[reply.n_values];
+                        scada__value__init(v);
+                        v->tag = req->tags[i];
+                        v->quality = SCADA__QUALITY__BAD_NOT_FOUND;
+                        v->source_ts_ms = mclock_wall_ms();
+                        v->reason = (char *)"not served by this I/O server";
+                        ptrs[reply.n_values++] = v;
+                    }
+                    continue;
+                }
+                if (sub && !(tag->subs & bit)) {
+                    bool was_active = tag->active;
+                    tag->subs |= bit;
+                    self->brokers[b].count++;
+                    self->subscribes++;
+                    s_tag_refresh(self, tag, now);
+                    //  Polled already: its current value is news to the broker.
+                    //  Otherwise the first reading is published soon.
+                    if (!(was_active && tag->published))
+                        continue;
+                } else if (!sub && (tag->subs & bit)) {
+                    tag->subs &= ~bit;
+                    self->brokers[b].count--;
+                    self->unsubscribes++;
+                    s_tag_refresh(self, tag, now);
+                    continue;
+                } else if (!sub || !tag->published)
+                    continue;
+                Scada__Value *v = &values[reply.n_values];
+                scada__value__init(v);
+                v->tag = tag->cfg->name;
+                v->has_tag_id = true;
+                v->tag_id = tag->cfg->id;
+                v->has_number = tag->have;
+                v->number = tag->value;
+                v->quality = (Scada__Quality)tag->quality;
+                v->source_ts_ms = tag->ts;
+                v->seq = self->value_seq;
+                if (tag->quality != SCADA__QUALITY__GOOD)
+                    v->reason = (char *)tag->reason;
+                ptrs[reply.n_values++] = v;
+            }
+            //  Newly active blocks are due now: read them without waiting a tick.
+            for (size_t i = 0; i < self->nlinks; i++)
+                if (self->links[i].conn == DEV_ONLINE && !self->links[i].pending.active)
+                    s_link_send(&self->links[i], now);
         }
-    return NULL;
+        reply.has_count = true;
+        reply.count = self->brokers[b].count;
+    } else {
+        reply.has_count = true; //  unsubscribe from a broker we do not know: nothing held
+    }
+    reply.values = ptrs;
+    size_t len = scada__io_reply__get_packed_size(&reply);
+    zframe_t *frame = zframe_new(NULL, len);
+    scada__io_reply__pack(&reply, zframe_data(frame));
+    zmsg_append(envelope, &frame);
+    zmsg_send(&envelope, self->control);
+    free(values);
+    free(ptrs);
 }
 
 static void s_reply(ioserver_t *self, zmsg_t *envelope, uint64_t id, const char *error,
@@ -1425,7 +1770,9 @@ static char *s_status_json(ioserver_t *self)
         "\"dead_probe_lag_ms\":%lld,\"connect_attempts\":%llu,\"connect_timeouts\":%llu,"
         "\"values_published\":%llu,\"events_published\":%llu,\"bad_frames\":%llu,"
         "\"bad_requests\":%llu,\"writes_ok\":%llu,\"writes_failed\":%llu,\"redis_dropped\":%llu,"
-        "\"requests\":%llu,\"replies\":%llu,\"tag_reads\":%llu}",
+        "\"requests\":%llu,\"replies\":%llu,\"tag_reads\":%llu,\"tags_active\":%llu,"
+        "\"brokers\":%llu,\"subscribes\":%llu,\"unsubscribes\":%llu,\"resyncs\":%llu,"
+        "\"probes\":%llu}",
         self->cfg->name, self->ndevices, s_online_count(self), st.in_flight, st.queued,
         st.starved ? "true" : "false", (long long)st.dead_lag_ms, (unsigned long long)st.attempts,
         (unsigned long long)st.timeouts, (unsigned long long)self->values_published,
@@ -1433,7 +1780,10 @@ static char *s_status_json(ioserver_t *self)
         (unsigned long long)self->bad_requests, (unsigned long long)self->writes_ok,
         (unsigned long long)self->writes_failed, (unsigned long long)rzloop_dropped(self->redis),
         (unsigned long long)self->requests, (unsigned long long)self->replies,
-        (unsigned long long)self->tag_reads);
+        (unsigned long long)self->tag_reads, (unsigned long long)self->tags_active,
+        (unsigned long long)s_broker_count(self), (unsigned long long)self->subscribes,
+        (unsigned long long)self->unsubscribes, (unsigned long long)self->resyncs,
+        (unsigned long long)self->probes);
 }
 
 static int s_on_control(zloop_t *loop, zsock_t *sock, void *arg)
@@ -1509,6 +1859,10 @@ static int s_on_control(zloop_t *loop, zsock_t *sock, void *arg)
         }
     } else if (req->kind == SCADA__IO_REQUEST__KIND__READ) {
         s_reply_read(self, envelope, req);
+    } else if (req->kind == SCADA__IO_REQUEST__KIND__SUBSCRIBE ||
+               req->kind == SCADA__IO_REQUEST__KIND__UNSUBSCRIBE ||
+               req->kind == SCADA__IO_REQUEST__KIND__KEEP) {
+        s_on_subscription(self, envelope, req);
     } else if (req->kind == SCADA__IO_REQUEST__KIND__IOLOG) {
         size_t c = 0;
         while (req->channel && c < self->site->nchannels &&
@@ -1562,8 +1916,12 @@ static void s_device_init(ioserver_t *self, s_device_t *dev, site_device_t *cfg)
     dev->tags = (s_tag_t *)zmalloc(cfg->ntags * sizeof *dev->tags + 1);
     for (size_t i = 0; i < cfg->ntags; i++) {
         dev->tags[i].cfg = &cfg->tags[i];
+        dev->tags[i].dev = dev;
+        dev->tags[i].blk = NO_BLOCK;
         dev->tags[i].quality = SCADA__QUALITY__BAD_NO_COMM;
         dev->tags[i].reason = "not read yet";
+        if (cfg->tags[i].id >= 1 && cfg->tags[i].id <= self->site->ntags)
+            self->tag_by_id[cfg->tags[i].id - 1] = &dev->tags[i];
     }
     //  One plan per distinct scan period.
     site_tag_t **group = (site_tag_t **)zmalloc((cfg->ntags + 1) * sizeof *group);
@@ -1584,6 +1942,13 @@ static void s_device_init(ioserver_t *self, s_device_t *dev, site_device_t *cfg)
         cls->scan_ms = scan;
         cls->plan = mbplan_new(group, n, cfg->channel->max_gap, &rejected);
         cls->due = (int64_t *)zmalloc((cls->plan->nblocks + 1) * sizeof *cls->due);
+        cls->active = (uint32_t *)zmalloc((cls->plan->nblocks + 1) * sizeof *cls->active);
+        for (size_t b = 0; b < cls->plan->nblocks; b++)
+            for (size_t k = 0; k < cls->plan->blocks[b].ntags; k++) {
+                site_tag_t *t = cls->plan->tags[cls->plan->blocks[b].first + k];
+                dev->tags[t - cfg->tags].cls = (size_t)(cls - dev->classes);
+                dev->tags[t - cfg->tags].blk = b;
+            }
         if (rejected)
             slog_warn("device %s: %zu tags cannot be read (address range)", cfg->name, rejected);
     }
@@ -1683,6 +2048,8 @@ ioserver_t *ioserver_new(site_t *site, const char *name)
         ioserver_destroy(&self);
         return NULL;
     }
+    self->tag_by_id = (s_tag_t **)zmalloc((site->ntags + 1) * sizeof *self->tag_by_id);
+    self->incarnation = (uint64_t)self->started_wall * 1000003u ^ (uint64_t)getpid() << 40;
     //  The devices this I/O server offers.
     size_t n = 0;
     for (size_t c = 0; c < site->nchannels; c++)
@@ -1703,6 +2070,10 @@ ioserver_t *ioserver_new(site_t *site, const char *name)
         }
     for (size_t i = 0; i < self->nlinks; i++)
         s_link_prepare(&self->links[i]);
+    int64_t now0 = mclock_mono_ms();
+    for (size_t i = 0; i < self->ndevices; i++)
+        for (size_t t = 0; t < self->devices[i].cfg->ntags; t++)
+            s_tag_refresh(self, &self->devices[i].tags[t], now0);
     //  One I/O log per channel served; written only while switched on.
     self->iolog_dir = site_path(site, self->cfg->iolog_dir);
     self->iologs = (iolog_t **)zmalloc((site->nchannels + 1) * sizeof *self->iologs);
@@ -1739,14 +2110,30 @@ ioserver_t *ioserver_new(site_t *site, const char *name)
         return NULL;
     }
     self->control = zsock_new(ZMQ_ROUTER);
-    zsock_set_maxmsgsize(self->control, 65536);
+    zsock_set_maxmsgsize(self->control, 16 * 1024 * 1024);
     if (zsock_bind(self->control, "%s", self->cfg->control) < 0) {
         slog_error("cannot bind control endpoint %s: %s", self->cfg->control, zmq_strerror(errno));
         ioserver_destroy(&self);
         return NULL;
     }
-    slog_info("serving %zu devices; publishing on %s, control on %s, connect window %u",
-              self->ndevices, self->cfg->publish, self->cfg->control, self->cfg->connect_window);
+    //  The resolver: offers and heartbeats. Nothing waits on it; messages
+    //  are dropped while it cannot take them, and it asks for a REGISTER
+    //  when it hears from an I/O server it does not know.
+    self->resolver = zsock_new(ZMQ_DEALER);
+    zsock_set_sndhwm(self->resolver, 1000);
+    zsock_set_linger(self->resolver, 0);
+    zsock_set_maxmsgsize(self->resolver, 16 * 1024 * 1024);
+    if (zsock_connect(self->resolver, "%s", site->resolver.endpoint) < 0) {
+        slog_error("cannot connect to the resolver at %s: %s", site->resolver.endpoint,
+                   zmq_strerror(errno));
+        ioserver_destroy(&self);
+        return NULL;
+    }
+    slog_info("serving %zu devices; publishing on %s, control on %s, connect window %u, "
+              "%s; resolver %s",
+              self->ndevices, self->cfg->publish, self->cfg->control, self->cfg->connect_window,
+              self->cfg->always_scan ? "polling every tag" : "polling subscribed tags",
+              site->resolver.endpoint);
     return self;
 }
 
@@ -1774,6 +2161,7 @@ void ioserver_destroy(ioserver_t **self_p)
         for (size_t c = 0; c < dev->nclasses; c++) {
             mbplan_destroy(&dev->classes[c].plan);
             free(dev->classes[c].due);
+            free(dev->classes[c].active);
         }
         free(dev->classes);
         free(dev->tags);
@@ -1785,6 +2173,10 @@ void ioserver_destroy(ioserver_t **self_p)
     cw_destroy(&self->cw);
     zsock_destroy(&self->pub);
     zsock_destroy(&self->control);
+    zsock_destroy(&self->resolver);
+    for (int b = 0; b < MAX_BROKERS; b++)
+        zstr_free(&self->brokers[b].name);
+    free(self->tag_by_id);
     zstr_free(&self->prefix);
     zhashx_destroy(&self->reasons);
     if (self->epfd >= 0)
@@ -1817,6 +2209,9 @@ void ioserver_actor(zsock_t *pipe, void *engine)
     zloop_reader(self->loop, pipe, s_on_pipe, self);
     zloop_reader(self->loop, self->control, s_on_control, self);
     zloop_reader_set_tolerant(self->loop, self->control);
+    zloop_reader(self->loop, self->resolver, s_on_resolver, self);
+    zloop_reader_set_tolerant(self->loop, self->resolver);
+    s_resolver_offers(self, true);
     for (size_t i = 0; i < self->nlinks; i++)
         if (self->links[i].serial)
             zloop_reader(self->loop, zactor_sock(self->links[i].serial), s_on_serial,
