@@ -58,6 +58,8 @@ typedef struct {
     size_t cls, blk;    //  where it is read (blk NO_BLOCK: never, address out of range)
     uint64_t subs;      //  bit b: broker slot b subscribed it
     bool active;        //  polled: subscribed, or always scanned
+    bool fresh;         //  read (or its device's state known) since it became active:
+                        //  only then is what we hold worth publishing
     double value;       //  last value read (engineering units)
     int64_t ts;         //  its source timestamp, wall ms
     int quality;        //  SCADA__QUALITY__*
@@ -218,8 +220,8 @@ static void s_batch_flush(ioserver_t *self, bool integrity)
 
 static void s_batch_add(ioserver_t *self, s_tag_t *tag, bool integrity)
 {
-    if (!tag->active)
-        return; //  nobody polls it: what we hold is not news
+    if (!tag->active || !tag->fresh)
+        return; //  not polled, or not read since it is: what we hold is not news
     if (self->nbatch == BATCH_MAX)
         s_batch_flush(self, integrity);
     Scada__Value *v = &self->batch[self->nbatch];
@@ -275,6 +277,7 @@ static void s_tag_update(ioserver_t *self, s_tag_t *tag, bool has_value, double 
         tag->ts = ts;
     tag->quality = quality;
     tag->reason = s_intern(self, reason);
+    tag->fresh = true;
     bool changed = !tag->published || tag->pub_quality != quality;
     if (!changed && has_value) {
         double delta = fabs(value - tag->pub_value);
@@ -1443,6 +1446,8 @@ static void s_tag_refresh(ioserver_t *self, s_tag_t *tag, int64_t now)
     if (want) {
         self->tags_active++;
         tag->published = false;
+        //  A device that is not online: its tags' bad quality is current.
+        tag->fresh = !(dev->answered && dev->link->conn == DEV_ONLINE);
         if (tag->blk != NO_BLOCK) {
             s_class_t *cls = &dev->classes[tag->cls];
             if (cls->active[tag->blk]++ == 0) {
@@ -1654,14 +1659,13 @@ static void s_on_subscription(ioserver_t *self, zmsg_t *envelope, Scada__IoReque
                     continue;
                 }
                 if (sub && !(tag->subs & bit)) {
-                    bool was_active = tag->active;
                     tag->subs |= bit;
                     self->brokers[b].count++;
                     self->subscribes++;
                     s_tag_refresh(self, tag, now);
                     //  Polled already: its current value is news to the broker.
                     //  Otherwise the first reading is published soon.
-                    if (!(was_active && tag->published))
+                    if (!tag->fresh)
                         continue;
                 } else if (!sub && (tag->subs & bit)) {
                     tag->subs &= ~bit;
@@ -1669,7 +1673,7 @@ static void s_on_subscription(ioserver_t *self, zmsg_t *envelope, Scada__IoReque
                     self->unsubscribes++;
                     s_tag_refresh(self, tag, now);
                     continue;
-                } else if (!sub || !tag->published)
+                } else if (!sub || !tag->fresh)
                     continue;
                 Scada__Value *v = &values[reply.n_values];
                 scada__value__init(v);

@@ -206,15 +206,16 @@ class Redis(Proc):
 class IoServer(Proc):
     """A running scada-ioserver and a client for its control socket."""
 
-    def __init__(self, binary, site, name, log_path, control, publish, extra=(), ready=True):
+    def __init__(self, binary, site, name, log_path, control, publish, extra=(), ready=True,
+                 wrap=()):
         self.control = control
         self.publish = publish
         self.io_name = name
         self._id = 0
         self._id_lock = threading.Lock()
         self.ctx = None
-        super().__init__("ioserver-" + name, [binary, "--config", site, "--name", name, *extra],
-                         log_path)
+        super().__init__("ioserver-" + name,
+                         [*wrap, binary, "--config", site, "--name", name, *extra], log_path)
         self.ctx = __import__("zmq").Context()
         if ready:
             wait_until(self._ready, 15, interval=0.1, what="ioserver %s control socket" % name)
@@ -737,10 +738,12 @@ class Env:
         return write_site(self.tmp / filename, self.site_name, self.redis.port, ioservers,
                           channels, **top)
 
-    def start_ioserver(self, site, cfg, extra=("--log-level", "debug"), ready=True):
+    def start_ioserver(self, site, cfg, extra=("--log-level", "debug"), ready=True, wrap=()):
+        """wrap: a command prefix, e.g. setpriv to run it as another user."""
         log = self.tmp / ("%s.log" % cfg["name"])
         return self.own(IoServer(self.bin("scada-ioserver"), site, cfg["name"], log,
-                                 cfg["control"], cfg["publish"], extra=extra, ready=ready))
+                                 cfg["control"], cfg["publish"], extra=extra, ready=ready,
+                                 wrap=wrap))
 
     def pubsub_top(self, brokers=("b1",), **broker_kw):
         """Top-level site keys for a resolver and brokers on free ports:
