@@ -1139,6 +1139,8 @@ static void s_link_reply(s_link_t *link, const uint8_t *adu, size_t len)
     for (size_t i = 0; i < blk->ntags; i++) {
         site_tag_t *t = plan->tags[blk->first + i];
         s_tag_t *tag = &dev->tags[t - dev->cfg->tags];
+        if (!tag->active)
+            continue; //  its registers came along in a merged read; nobody wants it
         size_t off = t->address - blk->start;
         double v;
         if (t->area == SITE_AREA_CO || t->area == SITE_AREA_DI)

@@ -56,7 +56,7 @@ class PyClient:
         self.sock.connect(endpoint)
         self.name = name
         self.heartbeat_ms = heartbeat_ms
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # predicates of wait() read under it
         self.cond = threading.Condition(self.lock)
         self.replies = {}       # id -> BrokerMsg
         self.updates = []       # every Update received, in order

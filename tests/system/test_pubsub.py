@@ -56,6 +56,8 @@ def Q(name):
 
 
 def ramp(name, addr, period=3000, always=False):
+    """A ramping uint16 tag; always_scan ones sit at hr:50+ (a block of
+    their own, so they do not drag the others' registers along)."""
     t = {"name": name, "address": addr, "type": "uint16",
          "sim": {"kind": "ramp", "min": 0, "max": 60000, "period_ms": period}}
     if always:
@@ -83,14 +85,17 @@ class Plant:
         self.tags = {}
         for d in range(ndev):
             name = "d%d" % (d + 1)
-            tags = [ramp("D%d.T%d" % (d + 1, t + 1), "hr:%d" % t,
-                         always=("D%d.T%d" % (d + 1, t + 1)) in always)
-                    for t in range(ntags)]
+            tags = []
+            for t in range(ntags):
+                tname = "D%d.T%d" % (d + 1, t + 1)
+                tags.append(ramp(tname, "hr:%d" % (t + 50 if tname in always else t),
+                                 always=tname in always))
             tags.append({"name": "D%d.SP" % (d + 1), "address": "hr:100", "type": "uint16"})
             tags.append({"name": "D%d.IN" % (d + 1), "address": "ir:100", "type": "uint16"})
             self.tags[name] = [t["name"] for t in tags]
             devices.append({"name": name, "address": "127.0.0.1:%d" % (ports + d),
-                            "servers": servers, "scan_ms": scan_ms, "tags": tags})
+                            "servers": [dict(s) for s in servers], "scan_ms": scan_ms,
+                            "tags": tags})
         top = env.pubsub_top(**broker_kw)
         self.resolver_ep = top["resolver"]["endpoint"]
         self.broker_ep = top["brokers"][0]["endpoint"]
@@ -271,6 +276,15 @@ def test_on_demand_idle_unit_probed_not_polled(env):
 # ---------------------------------------------------------------- failover
 
 
+class _Remove:
+    def __init__(self, path):
+        self.path = path
+
+    def stop(self):
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+
+
 def _watch(p, names):
     c = p.client("watcher")
     c.subscribe(1, names)
@@ -329,6 +343,12 @@ def test_failover_kill_primary_then_failback(env):
                     or not shutil.which("setpriv"), reason="needs root, iptables, setpriv")
 def test_failover_unit_offline_at_primary_moves_that_unit_only(env):
     p = Plant(env, redundant=True, start=False)
+    # A copy of the site file that user nobody can read.
+    public = "/tmp/scada-pubsub-%d.yaml" % os.getpid()
+    shutil.copy(p.site, public)
+    os.chmod(public, 0o644)
+    env.own(_Remove(public))
+    p.site = public
     env.start_devsim(p.site)
     p.resolver = env.start_resolver(p.site, p.resolver_ep)
     # io1 runs as user nobody so iptables can cut its path to d1 alone.
