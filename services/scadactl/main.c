@@ -1,9 +1,14 @@
 /*  scadactl: the command line for people.
 
+    get TAG...      current value of tags, through the broker (one SUBSCRIBE)
+    watch TAG...    live values through the broker, until Ctrl-C
+    write TAG VALUE write a tag through the broker
     status          the site from its Redis keys: processes, devices, channels
-    get TAG...      current value of tags, from the I/O server that serves them
-    write TAG VALUE write a tag through the I/O server that serves it
     tail [TAG...]   follow the value and event stream of every I/O server
+    iolog CHANNEL   switch a channel's I/O log, or summarize it
+
+    get and write with --direct skip the broker and ask the I/O servers'
+    control sockets, best priority first (no broker needed).
 
     Exit codes: 0 ok, 1 runtime failure (a peer did not answer, a write was
     refused), 2 bad usage or bad site file.
@@ -11,6 +16,7 @@
 #include "iolog.h"
 #include "mclock.h"
 #include "scada.pb-c.h"
+#include "scada_client.h"
 #include "site.h"
 #include "slog.h"
 
@@ -24,45 +30,49 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static bool s_json = false;
 static int s_timeout_ms = 2000;
+static bool s_timeout_given = false; //  --timeout on the command line
+static bool s_direct = false;        //  get/write straight to the I/O servers
+static const char *s_broker_name = NULL;
+static const char *s_endpoint = NULL; //  --endpoint: overrides the site's broker
+static long s_count = 0;              //  watch: stop after this many updates (0: never)
+static long s_duration_ms = 0;        //  watch: stop after this long (0: never)
 
 static void s_usage(FILE *out)
 {
-    fprintf(out, "usage: scadactl --config SITE.yaml [--json] [--timeout MS] COMMAND [ARGS]\n"
-                 "\n"
-                 "commands:\n"
-                 "  status            I/O servers, devices and connect windows from Redis\n"
-                 "  get TAG...        one line per tag: TAG VALUE QUALITY TIMESTAMP\n"
-                 "  write TAG VALUE   write a tag; prints ok or the reason it was refused\n"
-                 "  tail [TAG...]     follow value changes and events (Ctrl-C stops)\n"
-                 "  iolog CHANNEL on|off   switch a channel's I/O log at run time\n"
-                 "  iolog CHANNEL --summary  reply times against deadlines, and advice\n"
-                 "\n"
-                 "  --json            one JSON object per line instead of text\n"
-                 "  --timeout MS      how long to wait for a peer (default 2000)\n"
-                 "  --help            this text\n");
-}
-
-static const char *s_quality_name(int q)
-{
-    switch (q) {
-    case SCADA__QUALITY__GOOD:
-        return "good";
-    case SCADA__QUALITY__UNCERTAIN:
-        return "uncertain";
-    case SCADA__QUALITY__BAD_NO_COMM:
-        return "bad-no-comm";
-    case SCADA__QUALITY__BAD_CONFIG:
-        return "bad-config";
-    case SCADA__QUALITY__BAD_NOT_FOUND:
-        return "bad-not-found";
-    case SCADA__QUALITY__BAD_DEVICE:
-        return "bad-device";
-    default:
-        return "bad";
-    }
+    fprintf(
+        out,
+        "usage: scadactl --config SITE.yaml [OPTIONS] COMMAND [OPTIONS] [ARGS]\n"
+        "\n"
+        "commands:\n"
+        "  get TAG...        one line per tag: TAG VALUE QUALITY TIMESTAMP, through the broker\n"
+        "  watch TAG...      live values through the broker: a table on a terminal, else one\n"
+        "                    line per change; Ctrl-C (or --count / --duration) stops\n"
+        "  write TAG VALUE   write a tag through the broker; prints ok or the reason it was\n"
+        "                    refused (VALUE: a number, true/false or on/off)\n"
+        "  status            I/O servers, devices and connect windows from Redis\n"
+        "  tail [TAG...]     follow value changes and events of every I/O server (Ctrl-C stops)\n"
+        "  iolog CHANNEL on|off   switch a channel's I/O log at run time\n"
+        "  iolog CHANNEL --summary  reply times against deadlines, and advice\n"
+        "\n"
+        "options (before or right after the command):\n"
+        "  --config FILE     the site file (required)\n"
+        "  --json            one JSON object per line instead of text\n"
+        "  --timeout MS      how long to wait for a peer (default 2000; write through the\n"
+        "                    broker: the broker's write_timeout_ms + 2000)\n"
+        "  --broker NAME     the broker of the site file to use (default: the first listed,\n"
+        "                    or tcp://127.0.0.1:5700 when the file lists none)\n"
+        "  --endpoint URL    talk to the broker at URL instead\n"
+        "  --direct          get, write: ask the I/O servers' control sockets, not a broker\n"
+        "  --count N         watch: stop after N value updates\n"
+        "  --duration MS     watch: stop after MS milliseconds\n"
+        "  --help            this text\n"
+        "\n"
+        "quality: good, uncertain, bad-no-comm, bad-config, bad-not-found, bad-device.\n"
+        "exit codes: 0 ok, 1 runtime failure (no answer, refused write), 2 bad usage or site.\n");
 }
 
 static void s_format_ts(int64_t ms, char *buf, size_t len)
@@ -105,7 +115,7 @@ static void s_print_value(const char *tag, bool has, double number, int quality,
             printf(",\"value\":%.10g", number);
         else
             printf(",\"value\":null");
-        printf(",\"quality\":\"%s\",\"timestamp\":\"%s\"", s_quality_name(quality), tsbuf);
+        printf(",\"quality\":\"%s\",\"timestamp\":\"%s\"", scada_quality_name(quality), tsbuf);
         if (reason) {
             printf(",\"reason\":");
             s_json_str(stdout, reason);
@@ -117,7 +127,7 @@ static void s_print_value(const char *tag, bool has, double number, int quality,
             snprintf(val, sizeof val, "%.10g", number);
         else
             snprintf(val, sizeof val, "-");
-        printf("%s %s %s %s\n", tag, val, s_quality_name(quality), tsbuf);
+        printf("%s %s %s %s\n", tag, val, scada_quality_name(quality), tsbuf);
     }
 }
 
@@ -170,12 +180,9 @@ static size_t s_servers_by_priority(const site_t *site, const site_device_t *dev
     return n;
 }
 
-static int s_cmd_get(site_t *site, int argc, char **argv)
+//  get --direct: READ from the I/O servers of each tag, best priority first.
+static int s_cmd_get_direct(site_t *site, int argc, char **argv)
 {
-    if (argc < 1) {
-        fprintf(stderr, "scadactl get: name at least one tag\n");
-        return 2;
-    }
     int rc = 0;
     for (int i = 0; i < argc; i++) {
         site_tag_t *tag = site_tag(site, argv[i]);
@@ -226,24 +233,46 @@ static int s_cmd_get(site_t *site, int argc, char **argv)
     return rc;
 }
 
-static int s_cmd_write(site_t *site, int argc, char **argv)
+//  VALUE of write: a number, true/false or on/off. Returns 0, or 2 (bad
+//  usage) with the message printed.
+static int s_parse_value(const char *text, double *value)
 {
-    if (argc != 2) {
-        fprintf(stderr, "scadactl write: usage: write TAG VALUE\n");
+    char *end = NULL;
+    *value = strtod(text, &end);
+    if (end && !*end && end != text)
+        return 0;
+    if (strcasecmp(text, "true") == 0 || strcasecmp(text, "on") == 0)
+        *value = 1;
+    else if (strcasecmp(text, "false") == 0 || strcasecmp(text, "off") == 0)
+        *value = 0;
+    else {
+        fprintf(stderr, "scadactl write: \"%s\" is not a number (or true/false)\n", text);
         return 2;
     }
-    char *end = NULL;
-    double value = strtod(argv[1], &end);
-    if (!end || *end || end == argv[1]) {
-        if (strcasecmp(argv[1], "true") == 0 || strcasecmp(argv[1], "on") == 0)
-            value = 1;
-        else if (strcasecmp(argv[1], "false") == 0 || strcasecmp(argv[1], "off") == 0)
-            value = 0;
-        else {
-            fprintf(stderr, "scadactl write: \"%s\" is not a number (or true/false)\n", argv[1]);
-            return 2;
-        }
-    }
+    return 0;
+}
+
+static void s_print_write_result(const char *tag, const char *error)
+{
+    if (!error && s_json) {
+        printf("{\"tag\":");
+        s_json_str(stdout, tag);
+        printf(",\"result\":\"ok\"}\n");
+    } else if (!error)
+        printf("%s ok\n", tag);
+    else if (s_json) {
+        printf("{\"tag\":");
+        s_json_str(stdout, tag);
+        printf(",\"result\":\"error\",\"error\":");
+        s_json_str(stdout, error);
+        printf("}\n");
+    } else
+        printf("%s error: %s\n", tag, error);
+}
+
+//  write --direct: WRITE to the I/O servers of the tag, best priority first.
+static int s_cmd_write_direct(site_t *site, char **argv, double value)
+{
     site_tag_t *tag = site_tag(site, argv[0]);
     if (!tag) {
         fprintf(stderr, "scadactl write: no tag named \"%s\" in %s\n", argv[0], site->path);
@@ -267,7 +296,7 @@ static int s_cmd_write(site_t *site, int argc, char **argv)
         snprintf(buf, sizeof buf, "%s", reply->error ? reply->error : "refused");
         scada__io_reply__free_unpacked(reply, NULL);
         if (ok) {
-            printf(s_json ? "{\"tag\":\"%s\",\"result\":\"ok\"}\n" : "%s ok\n", argv[0]);
+            s_print_write_result(argv[0], NULL);
             return 0;
         }
         last = buf;
@@ -275,13 +304,444 @@ static int s_cmd_write(site_t *site, int argc, char **argv)
         if (strcmp(buf, "device offline") != 0)
             break;
     }
+    s_print_write_result(argv[0], last);
+    return 1;
+}
+
+//  --------------------------------------------------------------------------
+//  Through the broker: get, watch, write
+
+#define S_PAGE 1 //  the one page scadactl subscribes
+
+//  The broker to talk to: the site's broker --broker NAME (default the
+//  first listed), at --endpoint when given.
+typedef struct {
+    const char *name; //  for messages; NULL: only an endpoint was given
+    const char *endpoint;
+    const site_broker_t *cfg;
+} s_target_t;
+
+static int s_target(const site_t *site, s_target_t *t)
+{
+    const site_broker_t *b = site_broker(site, s_broker_name);
+    if (s_broker_name && !streq(b->name, s_broker_name)) {
+        fprintf(stderr, "scadactl: --broker: no broker named \"%s\" in %s (brokers:", s_broker_name,
+                site->path);
+        for (size_t i = 0; i < site->nbrokers; i++)
+            fprintf(stderr, " %s", site->brokers[i].name);
+        fprintf(stderr, "%s)\n", site->nbrokers ? "" : " none listed, the default is b1");
+        return 2;
+    }
+    t->cfg = b;
+    t->endpoint = s_endpoint ? s_endpoint : b->endpoint;
+    t->name = s_endpoint && !s_broker_name ? NULL : b->name;
+    return 0;
+}
+
+static void s_no_answer(const s_target_t *t, const char *cmd, const char *more)
+{
+    fprintf(stderr, "scadactl %s: no answer from broker%s%s at %s: is scada-broker running?%s\n",
+            cmd, t->name ? " " : "", t->name ? t->name : "", t->endpoint, more);
+}
+
+//  A client of the target broker; NULL (message printed) if the endpoint
+//  is not one.
+static scada_client_t *s_client(const s_target_t *t)
+{
+    char name[64];
+    snprintf(name, sizeof name, "scadactl-%d", (int)getpid());
+    scada_client_opts_t opts = {.name = name, .heartbeat_ms = t->cfg->client_heartbeat_ms};
+    scada_client_t *c = scada_client_new(t->endpoint, &opts);
+    if (!c)
+        fprintf(stderr, "scadactl: cannot use broker endpoint \"%s\": %s\n", t->endpoint,
+                zmq_strerror(zmq_errno()));
+    return c;
+}
+
+//  One tag of get or watch.
+typedef struct {
+    const char *tag;
+    bool answered;  //  anything reported yet
+    bool has_value; //
+    double value;   //
+    int quality;    //
+    int64_t ts_ms;  //
+    char *reason;   //  owned
+} s_row_t;
+
+//  What get and watch know.
+typedef struct {
+    s_row_t *rows;      //  one per distinct tag, in command-line order
+    size_t n;           //
+    zhashx_t *index;    //  tag -> s_row_t
+    size_t answered;    //  rows answered
+    long updates;       //  values reported
+    bool heard;         //  the broker answered at least once
+    bool lost;          //  the link is lost now
+    bool lost_shown;    //  watch: "broker lost" printed, "broker back" due
+    int64_t lost_since; //  wall ms
+    char *error;        //  the broker refused our SUBSCRIBE (get), or its last error (watch)
+    bool tty;           //  watch: draw a table
+    bool dirty;         //  watch: redraw due
+    const s_target_t *target;
+} s_view_t;
+
+static int s_view_init(s_view_t *view, int argc, char **argv, const s_target_t *t)
+{
+    *view = (s_view_t){.target = t};
+    view->rows = (s_row_t *)calloc((size_t)argc + 1, sizeof *view->rows);
+    view->index = zhashx_new();
+    if (!view->rows || !view->index)
+        return -1;
+    for (int i = 0; i < argc; i++)
+        if (!zhashx_lookup(view->index, argv[i])) {
+            s_row_t *row = &view->rows[view->n++];
+            row->tag = argv[i];
+            zhashx_insert(view->index, argv[i], row);
+        }
+    return 0;
+}
+
+static void s_view_destroy(s_view_t *view)
+{
+    for (size_t i = 0; i < view->n; i++)
+        free(view->rows[i].reason);
+    free(view->rows);
+    zhashx_destroy(&view->index);
+    free(view->error);
+}
+
+static s_row_t *s_view_set(s_view_t *view, const char *tag, const scada_value_t *v)
+{
+    s_row_t *row = (s_row_t *)zhashx_lookup(view->index, tag);
+    if (!row)
+        return NULL;
+    row->has_value = v->has_value;
+    row->value = v->value;
+    row->quality = v->quality;
+    row->ts_ms = v->ts_ms;
+    free(row->reason);
+    row->reason = v->reason ? strdup(v->reason) : NULL;
+    if (!row->answered) {
+        row->answered = true;
+        view->answered++;
+    }
+    return row;
+}
+
+static void s_row_print(const s_row_t *row)
+{
+    s_print_value(row->tag, row->has_value, row->value, row->quality, row->ts_ms, row->reason);
+}
+
+static const char **s_view_tags(const s_view_t *view)
+{
+    const char **tags = (const char **)calloc(view->n + 1, sizeof *tags);
+    for (size_t i = 0; tags && i < view->n; i++)
+        tags[i] = view->rows[i].tag;
+    return tags;
+}
+
+static int s_subscribe_view(scada_client_t *c, s_view_t *view, scada_value_fn *cb)
+{
+    const char **tags = s_view_tags(view);
+    if (!tags)
+        return -1;
+    int rc = scada_client_subscribe(c, S_PAGE, tags, view->n, cb, view);
+    free(tags);
+    return rc;
+}
+
+//  get
+
+static void s_get_on_value(scada_client_t *c, uint32_t page, const char *tag, uint32_t tag_id,
+                           const scada_value_t *v, void *arg)
+{
+    s_view_t *view = (s_view_t *)arg;
+    if (!view->lost) //  our own report of a lost link is no answer
+        s_view_set(view, tag, v);
+}
+
+static void s_get_on_event(scada_client_t *c, scada_client_event_t event, uint32_t page,
+                           const char *text, void *arg)
+{
+    s_view_t *view = (s_view_t *)arg;
+    if (event == SCADA_CLIENT_UP)
+        view->heard = true;
+    else if (event == SCADA_CLIENT_LOST)
+        view->lost = true;
+    else if (event == SCADA_CLIENT_ERROR && page == S_PAGE && !view->error)
+        view->error = strdup(text ? text : "refused");
+    else if (event == SCADA_CLIENT_ERROR)
+        fprintf(stderr, "scadactl get: broker: %s\n", text ? text : "error");
+}
+
+static int s_cmd_get(site_t *site, int argc, char **argv)
+{
+    s_target_t t;
+    if (s_target(site, &t))
+        return 2;
+    scada_client_t *c = s_client(&t);
+    if (!c)
+        return 2;
+    s_view_t view;
+    int rc = 0;
+    if (s_view_init(&view, argc, argv, &t) < 0 || s_subscribe_view(c, &view, s_get_on_value) < 0) {
+        fprintf(stderr, "scadactl get: cannot send to %s\n", t.endpoint);
+        rc = 1;
+    }
+    scada_client_set_event_handler(c, s_get_on_event, &view);
+    int64_t deadline = mclock_mono_ms() + s_timeout_ms;
+    bool interrupted = false;
+    while (rc == 0 && view.answered < view.n && !view.lost && !view.error) {
+        int64_t left = deadline - mclock_mono_ms();
+        if (left <= 0)
+            break;
+        if (scada_client_wait(c, (int)left) < 0) {
+            interrupted = true;
+            break;
+        }
+    }
+    if (rc == 0) {
+        char why[96];
+        if (view.lost && view.heard)
+            snprintf(why, sizeof why, "broker lost");
+        else if (view.heard)
+            snprintf(why, sizeof why, "no value from the broker within %d ms", s_timeout_ms);
+        else
+            snprintf(why, sizeof why, "no answer from broker");
+        for (int i = 0; i < argc; i++) {
+            s_row_t *row = (s_row_t *)zhashx_lookup(view.index, argv[i]);
+            if (row && row->answered)
+                s_row_print(row);
+            else
+                s_print_value(argv[i], false, 0, SCADA_Q_BAD_NO_COMM, 0,
+                              view.error ? view.error : why);
+        }
+        if (view.error)
+            fprintf(stderr, "scadactl get: the broker refused the request: %s\n", view.error);
+        else if (!view.heard && !interrupted)
+            s_no_answer(&t, "get", "");
+        rc = view.answered == view.n && !view.error ? 0 : 1;
+    }
+    fflush(stdout);
+    s_view_destroy(&view);
+    scada_client_destroy(&c);
+    return rc;
+}
+
+//  watch
+
+static void s_fmt_age(int64_t ts_ms, int64_t now_ms, char *buf, size_t len)
+{
+    if (ts_ms <= 0) {
+        snprintf(buf, len, "-");
+        return;
+    }
+    int64_t age = now_ms > ts_ms ? now_ms - ts_ms : 0;
+    int64_t s = age / 1000;
+    if (age < 10000)
+        snprintf(buf, len, "%.1fs", (double)age / 1000.0);
+    else if (s < 60)
+        snprintf(buf, len, "%" PRId64 "s", s);
+    else if (s < 3600)
+        snprintf(buf, len, "%" PRId64 "m%02" PRId64 "s", s / 60, s % 60);
+    else if (s < 86400)
+        snprintf(buf, len, "%" PRId64 "h%02" PRId64 "m", s / 3600, (s % 3600) / 60);
+    else
+        snprintf(buf, len, "%" PRId64 "d%02" PRId64 "h", s / 86400, (s % 86400) / 3600);
+}
+
+//  The whole table, from the top of the screen.
+static void s_watch_draw(const s_view_t *view)
+{
+    const s_target_t *t = view->target;
+    int64_t now = mclock_wall_ms();
+    char nowbuf[40], since[40];
+    s_format_ts(now, nowbuf, sizeof nowbuf);
+    s_format_ts(view->lost_since, since, sizeof since);
+    int width = 3;
+    for (size_t i = 0; i < view->n; i++)
+        if ((int)strlen(view->rows[i].tag) > width)
+            width = (int)strlen(view->rows[i].tag);
+    printf("\033[H\033[2J");
+    printf("broker%s%s at %s: ", t->name ? " " : "", t->name ? t->name : "", t->endpoint);
+    if (view->lost && view->heard)
+        printf("broker lost (since %s), reconnecting", since);
+    else if (view->lost || !view->heard)
+        printf("no answer yet: is scada-broker running?");
+    else
+        printf("connected");
+    printf("   %s\n", nowbuf);
+    if (view->error)
+        printf("last broker error: %s\n", view->error);
+    printf("\n%-*s %14s  %-13s  %-24s  %8s  %s\n", width, "TAG", "VALUE", "QUALITY", "TIMESTAMP",
+           "AGE", "REASON");
+    for (size_t i = 0; i < view->n; i++) {
+        const s_row_t *row = &view->rows[i];
+        char val[64], ts[40], age[32];
+        if (row->answered && row->has_value)
+            snprintf(val, sizeof val, "%.10g", row->value);
+        else
+            snprintf(val, sizeof val, "-");
+        s_format_ts(row->answered ? row->ts_ms : 0, ts, sizeof ts);
+        s_fmt_age(row->answered ? row->ts_ms : 0, now, age, sizeof age);
+        printf("%-*s %14s  %-13s  %-24s  %8s  %s\n", width, row->tag, val,
+               row->answered ? scada_quality_name(row->quality) : "waiting", ts, age,
+               row->answered && row->reason ? row->reason : "");
+    }
+    printf("\n%ld update%s. Ctrl-C stops.\n", view->updates, view->updates == 1 ? "" : "s");
+    fflush(stdout);
+}
+
+static void s_watch_on_value(scada_client_t *c, uint32_t page, const char *tag, uint32_t tag_id,
+                             const scada_value_t *v, void *arg)
+{
+    s_view_t *view = (s_view_t *)arg;
+    if (s_count > 0 && view->updates >= s_count)
+        return; //  --count reached: the rest of this message is not printed
+    if (!s_view_set(view, tag, v))
+        return;
+    view->updates++;
+    if (view->tty)
+        view->dirty = true;
+    else {
+        s_print_value(tag, v->has_value, v->value, v->quality, v->ts_ms, v->reason);
+        fflush(stdout);
+    }
+}
+
+//  A line about the link, when the output is not a table.
+static void s_watch_note(const s_view_t *view, const char *event, const char *text)
+{
+    if (view->tty)
+        return;
+    const s_target_t *t = view->target;
     if (s_json) {
-        printf("{\"tag\":\"%s\",\"result\":\"error\",\"error\":", argv[0]);
-        s_json_str(stdout, last);
+        printf("{\"event\":\"%s\",\"broker\":", event);
+        s_json_str(stdout, t->name ? t->name : "");
+        printf(",\"endpoint\":");
+        s_json_str(stdout, t->endpoint);
+        if (text) {
+            printf(",\"reason\":");
+            s_json_str(stdout, text);
+        }
         printf("}\n");
     } else
-        printf("%s error: %s\n", argv[0], last);
-    return 1;
+        printf("# %s %s at %s%s%s\n", event, t->name ? t->name : "broker", t->endpoint,
+               text ? ": " : "", text ? text : "");
+    fflush(stdout);
+}
+
+static void s_watch_on_event(scada_client_t *c, scada_client_event_t event, uint32_t page,
+                             const char *text, void *arg)
+{
+    s_view_t *view = (s_view_t *)arg;
+    switch (event) {
+    case SCADA_CLIENT_UP:
+        view->heard = true;
+        view->lost = false;
+        if (view->lost_shown)
+            s_watch_note(view, "broker-back", NULL);
+        view->lost_shown = false;
+        break;
+    case SCADA_CLIENT_LOST:
+        if (!view->lost)
+            view->lost_since = mclock_wall_ms();
+        view->lost = true;
+        if (view->heard && !view->lost_shown) {
+            s_watch_note(view, "broker-lost", text);
+            view->lost_shown = true;
+        }
+        break;
+    case SCADA_CLIENT_ERROR:
+        free(view->error);
+        view->error = strdup(text ? text : "error");
+        if (!view->tty)
+            fprintf(stderr, "scadactl watch: broker: %s\n", view->error);
+        break;
+    case SCADA_CLIENT_SUBSCRIBED:
+        break;
+    }
+    view->dirty = true;
+}
+
+static int s_cmd_watch(site_t *site, int argc, char **argv)
+{
+    s_target_t t;
+    if (s_target(site, &t))
+        return 2;
+    scada_client_t *c = s_client(&t);
+    if (!c)
+        return 2;
+    s_view_t view;
+    if (s_view_init(&view, argc, argv, &t) < 0 ||
+        s_subscribe_view(c, &view, s_watch_on_value) < 0) {
+        fprintf(stderr, "scadactl watch: cannot send to %s\n", t.endpoint);
+        s_view_destroy(&view);
+        scada_client_destroy(&c);
+        return 1;
+    }
+    view.tty = isatty(STDOUT_FILENO) && !s_json;
+    scada_client_set_event_handler(c, s_watch_on_event, &view);
+    int64_t start = mclock_mono_ms();
+    int64_t drawn = 0;
+    bool warned = false;
+    if (view.tty) {
+        s_watch_draw(&view);
+        drawn = start;
+    }
+    while (!(s_count > 0 && view.updates >= s_count)) {
+        int64_t now = mclock_mono_ms();
+        if (s_duration_ms > 0 && now - start >= s_duration_ms)
+            break;
+        int64_t wait = view.tty ? 250 : 1000;
+        if (s_duration_ms > 0 && start + s_duration_ms - now < wait)
+            wait = start + s_duration_ms - now;
+        if (scada_client_wait(c, wait > 0 ? (int)wait : 1) < 0)
+            break; //  Ctrl-C
+        now = mclock_mono_ms();
+        if (!view.heard && !warned && now - start >= s_timeout_ms) {
+            if (!view.tty)
+                s_no_answer(&t, "watch", " (still trying)");
+            warned = true;
+        }
+        if (view.tty && ((view.dirty && now - drawn >= 100) || now - drawn >= 1000)) {
+            s_watch_draw(&view);
+            view.dirty = false;
+            drawn = now;
+        }
+    }
+    if (view.tty)
+        s_watch_draw(&view);
+    int rc = view.heard ? 0 : 1;
+    if (!view.heard && (!warned || view.tty))
+        s_no_answer(&t, "watch", "");
+    s_view_destroy(&view);
+    scada_client_destroy(&c);
+    return rc;
+}
+
+//  write
+
+static int s_cmd_write(site_t *site, const char *tag, double value)
+{
+    s_target_t t;
+    if (s_target(site, &t))
+        return 2;
+    scada_client_t *c = s_client(&t);
+    if (!c)
+        return 2;
+    //  The broker answers within its write_timeout_ms; wait a little more.
+    int timeout = s_timeout_given ? s_timeout_ms : (int)t.cfg->write_timeout_ms + s_timeout_ms;
+    char error[512];
+    int rc = scada_client_write_wait(c, tag, value, timeout, error, sizeof error);
+    s_print_write_result(tag, rc == 0 ? NULL : error);
+    fflush(stdout);
+    if (rc != 0 && !scada_client_connected(c) && !zsys_interrupted)
+        s_no_answer(&t, "write", "");
+    scada_client_destroy(&c);
+    return rc == 0 ? 0 : 1;
 }
 
 static int s_cmd_tail(site_t *site, int argc, char **argv)
@@ -549,61 +1009,144 @@ static int s_cmd_status(site_t *site)
     return rc;
 }
 
-int main(int argc, char **argv)
+//  --------------------------------------------------------------------------
+//  Command line
+
+enum { OPT_BROKER = 256, OPT_ENDPOINT, OPT_DIRECT, OPT_COUNT, OPT_DURATION };
+
+static const struct option s_options[] = {{"config", required_argument, NULL, 'c'},
+                                          {"json", no_argument, NULL, 'j'},
+                                          {"timeout", required_argument, NULL, 't'},
+                                          {"help", no_argument, NULL, 'h'},
+                                          {"broker", required_argument, NULL, OPT_BROKER},
+                                          {"endpoint", required_argument, NULL, OPT_ENDPOINT},
+                                          {"direct", no_argument, NULL, OPT_DIRECT},
+                                          {"count", required_argument, NULL, OPT_COUNT},
+                                          {"duration", required_argument, NULL, OPT_DURATION},
+                                          {NULL, 0, NULL, 0}};
+
+//  A whole number in [lo, hi] for option `name`; -1 (message printed) if not.
+static long s_number(const char *name, const char *text, long lo, long hi, const char *unit)
 {
-    static struct option options[] = {{"config", required_argument, NULL, 'c'},
-                                      {"json", no_argument, NULL, 'j'},
-                                      {"timeout", required_argument, NULL, 't'},
-                                      {"help", no_argument, NULL, 'h'},
-                                      {NULL, 0, NULL, 0}};
-    const char *config = NULL;
+    char *end = NULL;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (errno || !end || *end || end == text || v < lo || v > hi) {
+        fprintf(stderr, "scadactl: --%s: \"%s\" is not a number of %s (%ld..%ld)\n", name, text,
+                unit, lo, hi);
+        return -1;
+    }
+    return v;
+}
+
+//  Options, from argv[optind] on, up to the first argument that is not one
+//  ("+": what follows the command may start with '-', e.g. a negative
+//  value). Returns -1 to go on, else the exit code.
+static int s_parse_options(int argc, char **argv, const char **config)
+{
     int opt;
-    //  "+": stop at the command, so its arguments may start with '-'.
-    while ((opt = getopt_long(argc, argv, "+c:jt:h", options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "+c:jt:h", s_options, NULL)) != -1) {
+        long v;
         switch (opt) {
         case 'c':
-            config = optarg;
+            *config = optarg;
             break;
         case 'j':
             s_json = true;
             break;
-        case 't': {
-            char *end = NULL;
-            long t = strtol(optarg, &end, 10);
-            if (!end || *end || t <= 0 || t > 600000) {
-                fprintf(stderr, "scadactl: --timeout: \"%s\" is not a number of ms (1..600000)\n",
-                        optarg);
+        case 't':
+            if ((v = s_number("timeout", optarg, 1, 600000, "ms")) < 0)
                 return 2;
-            }
-            s_timeout_ms = (int)t;
+            s_timeout_ms = (int)v;
+            s_timeout_given = true;
             break;
-        }
         case 'h':
             s_usage(stdout);
             return 0;
+        case OPT_BROKER:
+            s_broker_name = optarg;
+            break;
+        case OPT_ENDPOINT:
+            s_endpoint = optarg;
+            break;
+        case OPT_DIRECT:
+            s_direct = true;
+            break;
+        case OPT_COUNT:
+            if ((s_count = s_number("count", optarg, 1, 1000000000L, "updates")) < 0)
+                return 2;
+            break;
+        case OPT_DURATION:
+            if ((s_duration_ms = s_number("duration", optarg, 1, 1000000000L, "ms")) < 0)
+                return 2;
+            break;
         default:
             s_usage(stderr);
             return 2;
         }
     }
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    const char *config = NULL;
+    int rc = s_parse_options(argc, argv, &config);
+    if (rc >= 0)
+        return rc;
     if (optind >= argc) {
         fprintf(stderr, "scadactl: no command given\n");
         s_usage(stderr);
         return 2;
     }
     const char *cmd = argv[optind];
-    static const char *known[] = {"status", "get", "write", "tail", "iolog"};
+    static const char *known[] = {"status", "get", "watch", "write", "tail", "iolog"};
     bool ok = false;
-    for (size_t i = 0; i < 5; i++)
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
         ok = ok || streq(cmd, known[i]);
     if (!ok) {
         fprintf(stderr, "scadactl: unknown command \"%s\"\n", cmd);
         s_usage(stderr);
         return 2;
     }
+    //  Options right after the command (glibc: optind 0 starts a new scan,
+    //  here of the command's own argument list).
+    int nargs = argc - optind;
+    char **args = argv + optind;
+    optind = 0;
+    if ((rc = s_parse_options(nargs, args, &config)) >= 0)
+        return rc;
+    args += optind;
+    nargs -= optind;
     if (!config) {
         fprintf(stderr, "scadactl: --config is required\n");
         return 2;
+    }
+    if (s_direct && !streq(cmd, "get") && !streq(cmd, "write")) {
+        fprintf(stderr, "scadactl %s: --direct applies to get and write only\n", cmd);
+        return 2;
+    }
+    if ((s_count || s_duration_ms) && !streq(cmd, "watch")) {
+        fprintf(stderr, "scadactl %s: --count and --duration apply to watch only\n", cmd);
+        return 2;
+    }
+    if ((s_broker_name || s_endpoint) && s_direct) {
+        fprintf(stderr, "scadactl %s: --direct does not use a broker (drop --broker/--endpoint)\n",
+                cmd);
+        return 2;
+    }
+    if ((streq(cmd, "get") || streq(cmd, "watch")) && nargs < 1) {
+        fprintf(stderr, "scadactl %s: name at least one tag\n", cmd);
+        return 2;
+    }
+    double value = 0;
+    if (streq(cmd, "write")) {
+        if (nargs != 2) {
+            fprintf(stderr, "scadactl write: usage: write TAG VALUE\n");
+            return 2;
+        }
+        if (s_parse_value(args[1], &value))
+            return 2;
     }
     slog_init("scadactl", SLOG_WARN);
     char err[1024];
@@ -613,15 +1156,14 @@ int main(int argc, char **argv)
         return 2;
     }
     zsys_init();
-    int rc;
-    int nargs = argc - optind - 1;
-    char **args = argv + optind + 1;
     if (streq(cmd, "status"))
         rc = s_cmd_status(site);
     else if (streq(cmd, "get"))
-        rc = s_cmd_get(site, nargs, args);
+        rc = s_direct ? s_cmd_get_direct(site, nargs, args) : s_cmd_get(site, nargs, args);
+    else if (streq(cmd, "watch"))
+        rc = s_cmd_watch(site, nargs, args);
     else if (streq(cmd, "write"))
-        rc = s_cmd_write(site, nargs, args);
+        rc = s_direct ? s_cmd_write_direct(site, args, value) : s_cmd_write(site, args[0], value);
     else if (streq(cmd, "iolog"))
         rc = s_cmd_iolog(site, nargs, args);
     else

@@ -46,7 +46,7 @@ def test_gateway_units_share_one_connection(env):
     for u in (1, 2, 3):
         wait_until(lambda: dev_state(env, "u%d" % u) == "online", 5, what="u%d online" % u)
     # A write to one unit lands there and nowhere else.
-    r = env.scadactl(site, "write", "U2.W", "7")
+    r = env.scadactl(site, "--direct", "write", "U2.W", "7")
     assert r.returncode == 0, r.stdout + r.stderr
     wait_until(lambda: srv.read(["U2.W"])["U2.W"].number == 7, 5, what="U2.W = 7")
     vals = srv.read(["U1.W", "U3.W"])
@@ -71,7 +71,7 @@ def test_gateway_unit_offline_alone(env):
         assert srv.read([tag])[tag].quality == Q("GOOD")
     assert established_to(port) == 1
     # A write to the unreachable unit is refused with the reason.
-    r = env.scadactl(site, "write", "U2.W", "1")
+    r = env.scadactl(site, "--direct", "write", "U2.W", "1")
     assert r.returncode == 1 and "offline" in r.stdout, r.stdout
     ds.ok("normal u2")
     wait_good(srv, ["U2.V"])
@@ -369,7 +369,7 @@ def test_serial_channel_end_to_end_and_failover(env):
         srv = env.start_ioserver(site, io)
         got = wait_good(srv, ["R1.V", "R2.V"])
         assert got["R1.V"].number == 41 and got["R2.V"].number == 42
-        r = env.scadactl(site, "write", "R2.C", "1")
+        r = env.scadactl(site, "--direct", "write", "R2.C", "1")
         assert r.returncode == 0, r.stdout + r.stderr
         wait_until(lambda: srv.read(["R2.C"])["R2.C"].number == 1, 5, what="R2.C written")
         wait_until(lambda: redis_hash(env, channel_key(env, "bus1")).get("state") == "healthy",

@@ -117,8 +117,9 @@ def parse_iso(ts):
 
 
 def ctl_get(env, site, tags, as_json=False):
-    """scadactl get: {tag: (value or None, quality, timestamp ms or None)}."""
-    args = (["--json"] if as_json else []) + ["get"] + list(tags)
+    """scadactl get --direct (no broker in these tests): {tag: (value or None,
+    quality, timestamp ms or None)}."""
+    args = ["--direct"] + (["--json"] if as_json else []) + ["get"] + list(tags)
     r = env.scadactl(site, *args)
     assert r.returncode == 0, "scadactl %s -> %d\n%s%s" % (args, r.returncode, r.stdout, r.stderr)
     out = {}
@@ -666,7 +667,7 @@ def test_write_every_writable_type(write_env):
     for tag, text, (area, addr, want), readback in WRITE_TAGS:
         name = tag["name"]
         mark = sub.mark()
-        r = env.scadactl(site, "write", name, text)
+        r = env.scadactl(site, "--direct", "write", name, text)
         assert r.returncode == 0 and r.stdout.strip() == "%s ok" % name, (name, r.stdout,
                                                                            r.stderr)
         assert _server_read(ms, area, addr, len(want)) == want, name
@@ -677,7 +678,7 @@ def test_write_every_writable_type(write_env):
         value, quality, _, _ = ctl_get(env, site, [name])[name]
         assert quality == "good" and value == pytest.approx(readback, rel=1e-6), name
     # a coil back to 0, as JSON
-    r = env.scadactl(site, "--json", "write", "W.CO", "0")
+    r = env.scadactl(site, "--direct", "--json", "write", "W.CO", "0")
     assert r.returncode == 0, r.stdout + r.stderr
     assert json.loads(r.stdout) == {"tag": "W.CO", "result": "ok"}
     assert _server_read(ms, "co", 10, 1) == [False]
@@ -712,7 +713,7 @@ def test_write_refused(write_env, tag, value, words_):
     env, ms, site, sub, srv = write_env
     before_hr = _server_read(ms, "hr", 30, 16)
     before_co = _server_read(ms, "co", 10, 2)
-    r = env.scadactl(site, "write", tag, value)
+    r = env.scadactl(site, "--direct", "write", tag, value)
     out = r.stdout + r.stderr
     assert r.returncode == 1, out
     assert out.startswith("%s error: " % tag), out
@@ -727,15 +728,15 @@ def test_write_refused(write_env, tag, value, words_):
 
 def test_write_unknown_tag_and_bad_usage(write_env):
     env, ms, site, sub, srv = write_env
-    r = env.scadactl(site, "write", "NO.SUCH.TAG", "1")
+    r = env.scadactl(site, "--direct", "write", "NO.SUCH.TAG", "1")
     assert r.returncode == 1 and "NO.SUCH.TAG" in r.stdout + r.stderr, r
     assert "no tag" in (r.stdout + r.stderr).lower()
     reply = srv.request(H.pb.IoRequest.WRITE, tag="NO.SUCH.TAG", value=1.0)
     assert reply.status == H.pb.IoReply.ERROR and "no such tag" in reply.error
     # a value that is not a number is bad usage
-    r = env.scadactl(site, "write", "W.I16", "abc")
+    r = env.scadactl(site, "--direct", "write", "W.I16", "abc")
     assert r.returncode == 2 and "abc" in r.stderr, r
-    r = env.scadactl(site, "write", "W.I16")
+    r = env.scadactl(site, "--direct", "write", "W.I16")
     assert r.returncode == 2, r
     # a WRITE without a value is refused, not a crash
     reply = srv.request(H.pb.IoRequest.WRITE, tag="W.I16")
@@ -751,7 +752,7 @@ def test_write_offline_device(env):
            "tags": [{"name": "G.V", "address": "hr:0"}]}
     site = env.site([io], [{"name": "ch", "type": "network", "devices": [dev]}])
     env.start_ioserver(site, io)
-    r = env.scadactl(site, "write", "G.V", "5")
+    r = env.scadactl(site, "--direct", "write", "G.V", "5")
     assert r.returncode == 1 and "offline" in r.stdout, r
     out = ctl_get(env, site, ["G.V"])
     assert out["G.V"][1] == "bad-no-comm" and out["G.V"][0] is None
@@ -765,11 +766,11 @@ def test_scadactl_without_ioserver(env):
            "tags": [{"name": "X.V", "address": "hr:0"}]}
     site = env.site([io], [{"name": "ch", "type": "network", "devices": [dev]}])
     t0 = time.monotonic()
-    r = env.scadactl(site, "--timeout", "300", "get", "X.V")
+    r = env.scadactl(site, "--direct", "--timeout", "300", "get", "X.V")
     assert r.returncode == 1 and r.stdout.split()[:3] == ["X.V", "-", "bad-no-comm"], r
-    r = env.scadactl(site, "--timeout", "300", "--json", "get", "X.V")
+    r = env.scadactl(site, "--direct", "--timeout", "300", "--json", "get", "X.V")
     assert r.returncode == 1 and json.loads(r.stdout)["reason"] == "no I/O server answered", r
-    r = env.scadactl(site, "--timeout", "300", "write", "X.V", "1")
+    r = env.scadactl(site, "--direct", "--timeout", "300", "write", "X.V", "1")
     assert r.returncode == 1 and "X.V error:" in r.stdout, r
     assert time.monotonic() - t0 < 15
 
@@ -1020,7 +1021,7 @@ def test_garbage_replies_never_crash(env):
     v = sub.wait_value("EX.C", lambda v: v.quality == Q("BAD_CONFIG"), 10, since=mark)
     assert "illegal data address" in v.reason and v.number == 6.0
     # a write the device answers with an exception is refused with its text
-    r = env.scadactl(site, "write", "EX.C", "8")
+    r = env.scadactl(site, "--direct", "write", "EX.C", "8")
     assert r.returncode == 1 and "illegal data address" in r.stdout, r
     ds.ok("garbage gd")
     for tag in ("GD.RAMP", "GD.C"):
