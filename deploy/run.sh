@@ -2,7 +2,8 @@
 # make run: start a site as local processes and show it working.
 #
 #   deploy/run.sh                 the demo site: private redis-server, simulated
-#                                 plant (two devices silent), I/O server io1
+#                                 plant (two devices silent), resolver, I/O
+#                                 servers io1 (primary) and io2 (standby), broker
 #   deploy/run.sh path/site.yaml  a site of your own (no simulator unless SIM=1)
 #
 # Everything runs under build/run/<site>/: logs, the Redis data directory.
@@ -28,6 +29,10 @@ print("site=%s" % s.get("site", "site"))
 print("redis_host=%s" % r.get("host", "127.0.0.1"))
 print("redis_port=%s" % r.get("port", 6379))
 print("ioservers='%s'" % " ".join(i["name"] for i in s.get("ioservers", [])))
+print("brokers='%s'" % " ".join(b["name"] for b in (s.get("brokers") or [{"name": "b1"}])))
+tags = [t["name"] for c in s.get("channels", []) for d in c.get("devices") or []
+        for t in (d.get("tags") or [])]
+print("page='%s'" % " ".join(tags[:16]))
 PY
 )"
 run=$here/build/run/$site
@@ -65,8 +70,12 @@ if [ "$demo" = 1 ] || [ "${SIM:-0}" = 1 ]; then
   start devsim "$bin/scada-devsim" --config "$site_file"
   sleep 0.5
 fi
+start resolver "$bin/scada-resolver" --config "$site_file"
 for io in $ioservers; do
   start "$io" "$bin/scada-ioserver" --config "$site_file" --name "$io"
+done
+for b in $brokers; do
+  start "$b" "$bin/scada-broker" --config "$site_file" --name "$b"
 done
 
 if [ "$demo" = 1 ]; then
@@ -82,16 +91,16 @@ for dev in ("plc11", "plc12"):
 PY
 fi
 
-# The value stream, in the background, into a file the screen shows.
-"$bin/scadactl" --config "$site_file" tail >"$run/logs/values.log" 2>&1 &
-pids+=($!)
 echo "run: Ctrl-C stops everything"
 sleep 2
+# The site overview, and a page of tags read through the broker (only
+# subscribed tags are polled: this page is what io1 polls).
 while true; do
   clear 2>/dev/null || true
   "$bin/scadactl" --config "$site_file" status
   echo
-  echo "latest values and events (scadactl --config $site_file tail):"
-  tail -n 15 "$run/logs/values.log"
+  echo "a page through the broker (scadactl --config $site_file get ...):"
+  # shellcheck disable=SC2086
+  "$bin/scadactl" --config "$site_file" --timeout 2000 get $page
   sleep 3
 done
