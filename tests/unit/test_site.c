@@ -641,8 +641,9 @@ static void test_demo_site(void **state)
         print_error("%s\n", err);
     assert_non_null(site);
     assert_string_equal(site->site, "demo");
-    assert_int_equal(site->nioservers, 1);
+    assert_int_equal(site->nioservers, 2);
     assert_int_equal(site->ioservers[0].connect_window, 10);
+    assert_false(site->ioservers[0].always_scan);
     assert_int_equal(site->nchannels, 1);
     site_channel_t *ch = &site->channels[0];
     assert_string_equal(ch->name, "plant");
@@ -658,6 +659,7 @@ static void test_demo_site(void **state)
         assert_int_equal(dev->port, 15021 + d);
         assert_true(dev->ntags >= 6 && dev->ntags <= 10);
         assert_int_equal(site_device_priority(dev, "io1"), 1);
+        assert_int_equal(site_device_priority(dev, "io2"), 2);
         for (size_t t = 0; t < dev->ntags; t++) {
             site_tag_t *tag = &dev->tags[t];
             types[tag->type] = areas[tag->area] = sims[tag->sim.kind] = true;
