@@ -944,7 +944,8 @@ static int s_cmd_status(site_t *site)
         const char *state = s_field(r, "state");
         const char *f[] = {"devices_online",   "devices_total",    "connect_in_flight",
                            "connect_queued",   "connect_starved",  "dead_probe_lag_ms",
-                           "values_published", "connect_attempts", "pid"};
+                           "values_published", "connect_attempts", "pid",
+                           "tags_active",      "brokers"};
         if (s_json) {
             printf("{\"ioserver\":\"%s\",\"state\":\"%s\"", io->name, state ? state : "absent");
             for (size_t k = 0; k < sizeof f / sizeof f[0]; k++) {
@@ -956,10 +957,11 @@ static int s_cmd_status(site_t *site)
             printf("ioserver %-10s absent (not running, or its key expired)\n", io->name);
         else
             printf("ioserver %-10s %-8s pid %s  devices %s/%s online  connect window %s in "
-                   "flight, %s queued%s\n",
+                   "flight, %s queued  tags polled %s%s\n",
                    io->name, state, s_field(r, "pid"), s_field(r, "devices_online"),
                    s_field(r, "devices_total"), s_field(r, "connect_in_flight"),
                    s_field(r, "connect_queued"),
+                   s_field(r, "tags_active") ? s_field(r, "tags_active") : "?",
                    s_field(r, "connect_starved") && streq(s_field(r, "connect_starved"), "1")
                        ? "  STARVED: dead devices are probed less often than configured"
                        : "");
@@ -1000,10 +1002,82 @@ static int s_cmd_status(site_t *site)
                     freeReplyObject(dr);
             }
         if (s_json)
-            printf("]}\n");
+            printf("]");
         else if (state)
             printf("  devices: %d online, %d offline, %d queued, %d connecting, %d failed\n",
                    counts[0], counts[1], counts[2], counts[3], counts[4]);
+        //  Channels not healthy at this I/O server.
+        if (s_json)
+            printf(",\"channels\":[");
+        first = true;
+        for (size_t ch = 0; ch < site->nchannels; ch++) {
+            site_channel_t *chan = &site->channels[ch];
+            bool served = false;
+            for (size_t d = 0; d < chan->ndevices && !served; d++)
+                served = site_device_priority(&chan->devices[d], io->name) > 0;
+            if (!served)
+                continue;
+            redisReply *cr = (redisReply *)redisCommand(
+                c, "HGETALL scada:%s:ioserver:%s:channel:%s", site->site, io->name, chan->name);
+            const char *cs = s_field(cr, "state");
+            const char *failed = s_field(cr, "sockets_failed");
+            if (s_json) {
+                printf("%s{\"channel\":\"%s\",\"state\":\"%s\",\"sockets_failed\":%s}",
+                       first ? "" : ",", chan->name, cs ? cs : "absent", failed ? failed : "0");
+                first = false;
+            } else if (state && cs && (streq(cs, "failed") || streq(cs, "reassigning")))
+                printf("  channel %-12s %s\n", chan->name, cs);
+            else if (state && failed && !streq(failed, "0"))
+                printf("  channel %-12s %s sockets failed\n", chan->name, failed);
+            if (cr)
+                freeReplyObject(cr);
+        }
+        if (s_json)
+            printf("]}\n");
+    }
+    //  The resolver and the brokers.
+    redisReply *r = (redisReply *)redisCommand(c, "HGETALL scada:%s:resolver", site->site);
+    const char *rs = s_field(r, "state");
+    if (s_json) {
+        printf("{\"resolver\":\"%s\"", rs ? rs : "absent");
+        const char *f[] = {"pid",     "ioservers_alive",       "ioservers_known", "brokers",
+                           "devices", "devices_without_offer", "malformed"};
+        for (size_t k = 0; k < sizeof f / sizeof f[0]; k++)
+            if (s_field(r, f[k]))
+                printf(",\"%s\":%s", f[k], s_field(r, f[k]));
+        printf("}\n");
+    } else if (!rs)
+        printf("resolver            absent (not running, or its key expired)\n");
+    else
+        printf("resolver            %-8s pid %s  I/O servers %s/%s alive  devices without an "
+               "offer %s/%s  brokers %s\n",
+               rs, s_field(r, "pid"), s_field(r, "ioservers_alive"), s_field(r, "ioservers_known"),
+               s_field(r, "devices_without_offer"), s_field(r, "devices"), s_field(r, "brokers"));
+    if (r)
+        freeReplyObject(r);
+    size_t nb = site->nbrokers ? site->nbrokers : 1;
+    for (size_t i = 0; i < nb; i++) {
+        const site_broker_t *b = site->nbrokers ? &site->brokers[i] : &site->default_broker;
+        redisReply *br =
+            (redisReply *)redisCommand(c, "HGETALL scada:%s:broker:%s", site->site, b->name);
+        const char *bs = s_field(br, "state");
+        if (s_json) {
+            printf("{\"broker\":\"%s\",\"state\":\"%s\"", b->name, bs ? bs : "absent");
+            const char *f[] = {"pid",       "clients",       "pages",    "tags_subscribed",
+                               "failovers", "writes_failed", "malformed"};
+            for (size_t k = 0; k < sizeof f / sizeof f[0]; k++)
+                if (s_field(br, f[k]))
+                    printf(",\"%s\":%s", f[k], s_field(br, f[k]));
+            printf("}\n");
+        } else if (!bs)
+            printf("broker %-12s absent (not running, or its key expired)\n", b->name);
+        else
+            printf("broker %-12s %-8s pid %s  clients %s  pages %s  tags subscribed %s  resolver "
+                   "%s\n",
+                   b->name, bs, s_field(br, "pid"), s_field(br, "clients"), s_field(br, "pages"),
+                   s_field(br, "tags_subscribed"), s_field(br, "resolver"));
+        if (br)
+            freeReplyObject(br);
     }
     redisFree(c);
     return rc;

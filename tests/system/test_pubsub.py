@@ -15,6 +15,7 @@ protocol is what proto/scada.proto documents.
   a unit offline at the primary moves that unit only.
 - test_redis_*: the resolver's and broker's keys.
 """
+import json
 import os
 import shutil
 import signal
@@ -399,6 +400,16 @@ def test_redis_keys_of_resolver_and_broker(env):
     clients = r.hgetall(bkey + ":clients")
     assert any(k.startswith("screen7@") and v == "pages=1 tags=3" for k, v in clients.items())
     assert r.hget("scada:%s:resolver:offers" % env.site_name, "d1") == "io1"
+    # scadactl status renders them.
+    out = env.scadactl(p.site, "status")
+    assert out.returncode == 0, out.stderr
+    assert "resolver            running" in out.stdout, out.stdout
+    assert "I/O servers 1/1 alive" in out.stdout, out.stdout
+    assert "broker b1" in out.stdout and "clients 1" in out.stdout, out.stdout
+    assert "tags polled 3" in out.stdout, out.stdout
+    js = [json.loads(l) for l in env.scadactl(p.site, "--json", "status").stdout.splitlines()]
+    assert [j for j in js if j.get("broker") == "b1"][0]["tags_subscribed"] == 3
+    assert [j for j in js if "resolver" in j][0]["resolver"] == "running"
     # The broker stops: its key says so or expires.
     p.broker.send(signal.SIGKILL)
     wait_until(lambda: not r.exists(bkey), 3 * PING_MS / 1000.0 + 2, what="broker key expires")
