@@ -29,7 +29,7 @@
 #define RESOLVE_CHUNK  2000 //  names per RESOLVE message
 #define SUB_CHUNK      2000 //  tags per SUBSCRIBE to an I/O server
 #define UPDATE_CHUNK   4000 //  updates per UPDATES message
-#define RESOLVE_TRIES  4    //  attempts before a resolve is given up
+#define RESOLVE_TRIES  6    //  attempts before a resolve is given up
 #define CLIENT_HWM     1000 //  messages queued to one client at most
 #define MAX_CLIENT_MSG (1024 * 1024)
 #define MAX_PAGE_TAGS  20000

@@ -413,3 +413,65 @@ def test_redis_keys_of_resolver_and_broker(env):
     # The broker stops: its key says so or expires.
     p.broker.send(signal.SIGKILL)
     wait_until(lambda: not r.exists(bkey), 3 * PING_MS / 1000.0 + 2, what="broker key expires")
+
+
+# ------------------------------------------------------ startup and resolver
+
+
+def test_subscribe_on_startup_polls_everything_resolve_on_startup_nothing(env):
+    p = Plant(env, ndev=2, ntags=3, subscribe_on_startup=True)
+    total = sum(len(t) for t in p.tags.values())
+    wait_until(lambda: p.srv["io1"].status()["tags_active"] == total, 10,
+               what="every tag polled with no client")
+    env2_key = "scada:%s:broker:b1" % env.site_name
+    wait_until(lambda: env.redis.client.hget(env2_key, "tags_subscribed") == str(total), 5,
+               what="broker holds every tag")
+    # A page is answered from the broker's cache: values in the reply itself.
+    c = p.client()
+    rep = c.subscribe(1, p.tags["d1"][:3])
+    assert len(rep.updates) == 3 and all(u.quality == Q("GOOD") for u in rep.updates)
+
+
+def test_resolve_on_startup_page_change_is_subscribe_only(env):
+    p = Plant(env, ndev=2, ntags=3, resolve_on_startup=True)
+    total = sum(len(t) for t in p.tags.values())
+    key = "scada:%s:broker:b1" % env.site_name
+    r = env.redis.client
+    wait_until(lambda: r.hget(key, "tags_known") == str(total), 10, what="all tags resolved")
+    assert p.srv["io1"].status()["tags_active"] == 0, "resolving polls nothing"
+    resolves = int(r.hget(key, "resolves"))
+    c = p.client()
+    c.subscribe(1, p.tags["d2"])
+    c.wait(lambda: all(good_value(c.value(n)) for n in p.tags["d2"]), 5, "values")
+    time.sleep(PING_MS / 1000.0 * 1.5)  # the broker's key is refreshed
+    assert int(r.hget(key, "resolves")) == resolves, "no resolve on the page change"
+
+
+def test_resolve_retried_until_the_resolver_answers(env):
+    p = Plant(env, ndev=1, ntags=2, start=False)
+    env.start_devsim(p.site)
+    for cfg in p.ios:
+        p.start_io(cfg["name"])
+    p.broker = env.start_broker(p.site, "b1", p.broker_ep)
+    c = p.client()
+    t0 = time.monotonic()
+    result = {}
+
+    def ask():
+        try:
+            result["rep"] = c.subscribe(1, p.tags["d1"][:2], timeout=20)
+        except Exception as exc:  # reported below
+            result["exc"] = exc
+    import threading
+    th = threading.Thread(target=ask)
+    th.start()
+    time.sleep(1.0)  # backoff 200 ms: attempts at 0, 0.2, 1.0 s...
+    p.resolver = env.start_resolver(p.site, p.resolver_ep)
+    th.join(20)
+    assert "rep" in result, result
+    assert all(result["rep"].tag_ids)
+    c.wait(lambda: all(good_value(c.value(n)) for n in p.tags["d1"][:2]), 10, "values")
+    retries = int(env.redis.client.hget("scada:%s:broker:b1" % env.site_name,
+                                        "resolve_retries") or 0)
+    assert retries >= 1
+    assert time.monotonic() - t0 < 15
