@@ -1262,7 +1262,8 @@ static s_waiter_t *s_waiter_new(broker_t *self, s_client_t *c, Scada__ClientRequ
         w->names[i] = strdup(req->names[i]);
     w->nids = kind == W_SUBSCRIBE || kind == W_WRITE ? req->n_tag_ids : 0;
     w->ids = (uint32_t *)zmalloc((w->nids + 1) * sizeof *w->ids);
-    memcpy(w->ids, req->tag_ids, w->nids * sizeof *w->ids);
+    if (w->nids)
+        memcpy(w->ids, req->tag_ids, w->nids * sizeof *w->ids);
     size_t total = w->nnames + w->nids;
     w->tags = (s_tag_t **)zmalloc((total + 1) * sizeof *w->tags);
     w->done = (bool *)zmalloc((total + 1) * sizeof *w->done);
