@@ -475,3 +475,34 @@ def test_resolve_retried_until_the_resolver_answers(env):
                                         "resolve_retries") or 0)
     assert retries >= 1
     assert time.monotonic() - t0 < 15
+
+
+# -------------------------------------------------------------- heartbeats
+
+
+def test_heartbeats_only_on_idle_link_and_silent_client_released(env):
+    p = Plant(env, ndev=1, ntags=2, client_heartbeat_ms=300)
+    # A client that heartbeats: kept, and hears heartbeats on its idle link.
+    live = p.client("live", heartbeat_ms=300)
+    live.subscribe(1, ["D1.SP"])  # a constant: no updates after the first
+    c = p.client("mute")          # never heartbeats
+    c.subscribe(1, ["D1.T1"])
+    io = p.srv["io1"]
+    wait_until(lambda: io.status()["tags_active"] == 2, 5, what="2 tags polled")
+    h0 = live.heartbeats
+    time.sleep(1.6)
+    # About one heartbeat per 300 ms of idle link, no more.
+    assert 2 <= live.heartbeats - h0 <= 7, live.heartbeats - h0
+    # The mute client is gone after 3 x 300 ms of silence: its tag is released,
+    # the live client's is not.
+    wait_until(lambda: io.status()["tags_active"] == 1, 3, what="mute client's tag released")
+    key = "scada:%s:broker:b1" % env.site_name
+    wait_until(lambda: env.redis.client.hget(key, "clients") == "1", 3, what="one client left")
+    # A busy link carries no heartbeats: the ramping tag updates every scan.
+    busy = p.client("busy", heartbeat_ms=300)
+    busy.subscribe(1, ["D1.T2"])
+    busy.wait(lambda: busy.value("D1.T2") is not None, 5, "D1.T2")
+    h0, m0 = busy.heartbeats, busy.messages
+    time.sleep(1.5)
+    assert busy.messages - m0 >= 5, "updates flow"
+    assert busy.heartbeats - h0 == 0, busy.heartbeats - h0
