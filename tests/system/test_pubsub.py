@@ -506,3 +506,33 @@ def test_heartbeats_only_on_idle_link_and_silent_client_released(env):
     time.sleep(1.5)
     assert busy.messages - m0 >= 5, "updates flow"
     assert busy.heartbeats - h0 == 0, busy.heartbeats - h0
+
+
+def test_resolver_restart_disturbs_nothing(env):
+    p = Plant(env, redundant=True)
+    names = p.tags["d1"][:2]
+    wait_until(lambda: p.offer("d1") == "io1", 10, what="io1 best offer")
+    c = _watch(p, names)
+    p.resolver.send(signal.SIGKILL)
+    p.resolver.wait(5)
+    t0 = time.monotonic()
+    # Values keep flowing from io1 while the resolver is away.
+    c.wait(lambda: all(len([u for u in c.history(n, t0) if good_value(u)]) >= 3
+                       for n in names), 5, "values without a resolver")
+    p.resolver = env.start_resolver(p.site, p.resolver_ep)
+    # It learns everything again (I/O servers and the broker are asked to
+    # register) and says io1 again; no quality dip anywhere.
+    wait_until(lambda: p.offer("d1") == "io1" and p.offer("d2") == "io1", 10,
+               what="offers rebuilt")
+    key = "scada:%s:resolver" % env.site_name
+    wait_until(lambda: env.redis.client.hget(key, "brokers") == "1", 5, what="broker again")
+    time.sleep(1.0)
+    for n in names:
+        assert all(u.quality == Q("GOOD") for u in c.history(n, t0)), c.history(n, t0)
+    # And a failover still works through the new resolver.
+    t1 = time.monotonic()
+    p.srv["io1"].send(signal.SIGKILL)
+    for n in names:
+        c.wait(lambda n=n: [u for u in c.history(n, t1) if good_value(u)
+                            and any(b.quality != Q("GOOD") and b.t <= u.t
+                                    for b in c.history(n, t1))], 5, "%s from io2" % n)
