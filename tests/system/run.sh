@@ -3,6 +3,6 @@
 # FILTER (optional) is passed to pytest -k.
 set -u
 cd "$(dirname "$0")/../.."
-args=(-q -rs --tb=short tests/system)
+args=(-q -rs --tb=short --timeout=300 tests/system)
 if [ -n "${1:-}" ]; then args+=(-k "$1"); fi
 exec /usr/bin/python3 -m pytest -p no:cacheprovider "${args[@]}"
