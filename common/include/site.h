@@ -59,6 +59,29 @@ typedef struct {
     double initial;     //  value at start
 } site_sim_t;
 
+//  One limit of a tag's alarms (HIHI, HI, LO, LOLO).
+typedef struct {
+    bool set;
+    double limit;    //  engineering units
+    int priority;    //  1 is the highest; default the tag's alarm priority
+    char *message;   //  what the operator reads; default "<TAG> high" etc.
+} site_limit_t;
+
+//  The alarms of a tag (read by scada-alarm; every other process ignores them).
+typedef struct {
+    bool any;                   //  the tag has alarms
+    site_limit_t hihi, hi, lo, lolo;
+    bool has_state;             //  digital alarm: active while the value equals `state`
+    double state;
+    int state_priority;
+    char *state_message;
+    double deadband;            //  analog limits clear only this far back inside, default 0
+    uint32_t on_delay_ms;       //  the condition must hold this long first, default 0
+    int priority;               //  default priority of its alarms, default 3
+    char *area;                 //  default "default"
+    bool comm;                  //  a COMM alarm while its quality is bad, default true
+} site_alarms_t;
+
 typedef struct site_channel_s site_channel_t;
 typedef struct site_device_s site_device_t;
 
@@ -75,6 +98,7 @@ typedef struct {
     bool always_scan;             //  polled even when nobody subscribed
     bool writable;                //  default true for co and hr, false (and not settable) for di and ir
     site_sim_t sim;               //  simulation for scada-devsim
+    site_alarms_t alarms;         //  for scada-alarm
     site_device_t *device;        //  back pointer
     uint32_t id;                  //  1-based position in the file (channels, devices, tags in
                                   //  order): the small numeric id of the broker protocol
@@ -150,6 +174,28 @@ typedef struct {
     int line;
 } site_resolver_t;
 
+typedef enum {
+    SITE_SYNC_BATCH = 0, //  fsync once per event-loop turn, before anything is confirmed
+    SITE_SYNC_EACH,      //  fsync every record
+    SITE_SYNC_NONE       //  leave it to the OS (tests, benchmarks)
+} site_sync_t;
+
+typedef struct {
+    char *publish;                 //  PUB of alarm events, default tcp://127.0.0.1:5800
+    char *control;                 //  ROUTER for scadactl alarms/ack/shelve, default :5801
+    char *journal;                 //  journal file, default "alarms.journal" (relative paths
+                                   //  against the site file's directory)
+    site_sync_t sync;              //  default batch
+    uint32_t journal_max_kb;       //  rotate past this size, default 65536
+    int comm_priority;             //  priority of communication alarms, default 1
+    char *comm_area;               //  their area, default "comm"
+    bool device_alarms;            //  COMM alarms for devices offline and channel/socket
+                                   //  I/O timeouts, default true
+    char *broker;                  //  broker it subscribes alarm tags through (default the
+                                   //  first listed, or b1)
+    int line;
+} site_alarm_t;
+
 typedef struct {
     char *name;
     char *endpoint;                //  ROUTER clients connect to, default
@@ -177,6 +223,7 @@ typedef struct {
     site_channel_t *channels;
     size_t nchannels;
     site_resolver_t resolver;      //  defaults when the file has no resolver section
+    site_alarm_t alarm;            //  defaults when the file has no alarm section
     site_broker_t *brokers;        //  as listed (may be none)
     size_t nbrokers;
     site_broker_t default_broker;  //  for a broker name the file does not list: "b1" on
@@ -225,5 +272,8 @@ const char *site_area_name(site_area_t area);
 
 //  Registers (or bits) a tag of this type occupies: 1 for bool/16-bit, 2 for 32-bit.
 int site_type_width(site_type_t type);
+
+//  Name of a sync policy as written in the site file ("batch", "each", "none").
+const char *site_sync_name(site_sync_t sync);
 
 #endif

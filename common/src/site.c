@@ -741,6 +741,7 @@ enum {
     T_ALWAYS_SCAN,
     T_WRITABLE,
     T_SIM,
+    T_ALARMS,
     T_NKEYS
 };
 
@@ -865,6 +866,164 @@ static int s_tag_sim(s_loader_t *ld, void *obj, void *spec)
     return s_mapping(ld, s_sim_keys, M_NKEYS, &tag->sim, NULL, &ts->sim);
 }
 
+//  Alarms of a tag.
+enum { L_LIMIT, L_PRIORITY, L_MESSAGE, L_NKEYS };
+
+static const s_key_t s_limit_keys[] = {
+    [L_LIMIT] = {.name = "limit",
+                 .kind = S_DOUBLE,
+                 .offset = offsetof(site_limit_t, limit),
+                 .required = true},
+    [L_PRIORITY] = {.name = "priority",
+                    .kind = S_INT,
+                    .offset = offsetof(site_limit_t, priority),
+                    .min = 1,
+                    .max = 1000},
+    [L_MESSAGE] = {.name = "message", .kind = S_STR, .offset = offsetof(site_limit_t, message)},
+};
+
+//  A limit: a number, or {limit, priority, message}.
+static int s_limit(s_loader_t *ld, site_limit_t *lim)
+{
+    lim->set = true;
+    if (ld->ev.type == YAML_MAPPING_START_EVENT) {
+        s_seen_t seen;
+        return s_mapping(ld, s_limit_keys, L_NKEYS, lim, NULL, &seen);
+    }
+    if (ld->ev.type != YAML_SCALAR_EVENT)
+        return s_fail(ld, s_line(ld), "expected a number or {limit, priority, message}, got %s",
+                      s_got(ld));
+    return s_double(ld, false, &lim->limit);
+}
+
+static int s_al_hihi(s_loader_t *ld, void *obj, void *spec)
+{
+    return s_limit(ld, &((site_alarms_t *)obj)->hihi);
+}
+static int s_al_hi(s_loader_t *ld, void *obj, void *spec)
+{
+    return s_limit(ld, &((site_alarms_t *)obj)->hi);
+}
+static int s_al_lo(s_loader_t *ld, void *obj, void *spec)
+{
+    return s_limit(ld, &((site_alarms_t *)obj)->lo);
+}
+static int s_al_lolo(s_loader_t *ld, void *obj, void *spec)
+{
+    return s_limit(ld, &((site_alarms_t *)obj)->lolo);
+}
+static const s_key_t s_state_keys[] = {
+    [L_LIMIT] = {.name = "value",
+                 .kind = S_DOUBLE,
+                 .offset = offsetof(site_limit_t, limit),
+                 .required = true},
+    [L_PRIORITY] = {.name = "priority",
+                    .kind = S_INT,
+                    .offset = offsetof(site_limit_t, priority),
+                    .min = 1,
+                    .max = 1000},
+    [L_MESSAGE] = {.name = "message", .kind = S_STR, .offset = offsetof(site_limit_t, message)},
+};
+
+//  A state alarm: the value, or {value, priority, message}.
+static int s_al_state(s_loader_t *ld, void *obj, void *spec)
+{
+    site_alarms_t *al = obj;
+    site_limit_t lim = {0};
+    if (ld->ev.type == YAML_MAPPING_START_EVENT) {
+        s_seen_t seen;
+        if (s_mapping(ld, s_state_keys, L_NKEYS, &lim, NULL, &seen))
+            return -1;
+    } else if (ld->ev.type != YAML_SCALAR_EVENT)
+        return s_fail(ld, s_line(ld), "expected a number or {value, priority, message}, got %s",
+                      s_got(ld));
+    else if (s_double(ld, false, &lim.limit))
+        return -1;
+    al->has_state = true;
+    al->state = lim.limit;
+    al->state_priority = lim.priority;
+    al->state_message = lim.message;
+    return 0;
+}
+
+enum {
+    A_HIHI,
+    A_HI,
+    A_LO,
+    A_LOLO,
+    A_STATE,
+    A_DEADBAND,
+    A_ON_DELAY,
+    A_PRIORITY,
+    A_AREA,
+    A_COMM,
+    A_NKEYS
+};
+
+static const s_key_t s_alarms_keys[] = {
+    [A_HIHI] = {.name = "hihi", .kind = S_CUSTOM, .custom = s_al_hihi},
+    [A_HI] = {.name = "hi", .kind = S_CUSTOM, .custom = s_al_hi},
+    [A_LO] = {.name = "lo", .kind = S_CUSTOM, .custom = s_al_lo},
+    [A_LOLO] = {.name = "lolo", .kind = S_CUSTOM, .custom = s_al_lolo},
+    [A_STATE] = {.name = "state", .kind = S_CUSTOM, .custom = s_al_state},
+    [A_DEADBAND] = {.name = "deadband",
+                    .kind = S_UDOUBLE,
+                    .offset = offsetof(site_alarms_t, deadband)},
+    [A_ON_DELAY] = {.name = "on_delay_ms",
+                    .kind = S_U32,
+                    .offset = offsetof(site_alarms_t, on_delay_ms),
+                    .min = 0,
+                    .max = 86400000},
+    [A_PRIORITY] = {.name = "priority",
+                    .kind = S_INT,
+                    .offset = offsetof(site_alarms_t, priority),
+                    .min = 1,
+                    .max = 1000},
+    [A_AREA] = {.name = "area", .kind = S_NAME, .offset = offsetof(site_alarms_t, area)},
+    [A_COMM] = {.name = "comm", .kind = S_BOOL, .offset = offsetof(site_alarms_t, comm)},
+};
+
+static int s_tag_alarms(s_loader_t *ld, void *obj, void *spec)
+{
+    site_tag_t *tag = obj;
+    site_alarms_t *al = &tag->alarms;
+    al->comm = true;
+    al->priority = 3;
+    if (s_is_null(ld))
+        return 0;
+    s_seen_t seen;
+    if (s_mapping(ld, s_alarms_keys, A_NKEYS, al, NULL, &seen))
+        return -1;
+    const s_key_t *K = s_alarms_keys;
+    //  Limits in order: hihi >= hi > lo >= lolo, for those given.
+    const site_limit_t *lims[4] = {&al->hihi, &al->hi, &al->lo, &al->lolo};
+    static const char *const names[4] = {"hihi", "hi", "lo", "lolo"};
+    for (int a = 0; a < 4; a++)
+        for (int b = a + 1; b < 4; b++) {
+            if (!lims[a]->set || !lims[b]->set)
+                continue;
+            bool strict = a <= 1 && b >= 2;
+            if (lims[a]->limit < lims[b]->limit || (strict && lims[a]->limit == lims[b]->limit))
+                return s_fail_key(ld, &seen, K, b, "%s (%g) must be below %s (%g)", names[b],
+                                  lims[b]->limit, names[a], lims[a]->limit);
+        }
+    site_limit_t *all[4] = {&al->hihi, &al->hi, &al->lo, &al->lolo};
+    for (int a = 0; a < 4; a++)
+        if (all[a]->set && all[a]->priority == 0)
+            all[a]->priority =
+                a == 0 || a == 3 ? (al->priority > 1 ? al->priority - 1 : 1) : al->priority;
+    if (al->has_state && al->state_priority == 0)
+        al->state_priority = al->priority;
+    if (al->has_state && (al->hihi.set || al->hi.set || al->lo.set || al->lolo.set))
+        return s_fail_key(ld, &seen, K, A_STATE,
+                          "a tag has either limit alarms (hihi, hi, lo, lolo) or a state "
+                          "alarm, not both");
+    if (!al->area && !(al->area = strdup("default")))
+        return s_oom(ld);
+    al->any = true;
+    return 0;
+}
+
 static const s_key_t s_tag_keys[] = {
     [T_NAME] = {.name = "name",
                 .kind = S_NAME,
@@ -890,6 +1049,7 @@ static const s_key_t s_tag_keys[] = {
                        .offset = offsetof(site_tag_t, always_scan)},
     [T_WRITABLE] = {.name = "writable", .kind = S_BOOL, .offset = offsetof(site_tag_t, writable)},
     [T_SIM] = {.name = "sim", .kind = S_CUSTOM, .custom = s_tag_sim},
+    [T_ALARMS] = {.name = "alarms", .kind = S_CUSTOM, .custom = s_tag_alarms},
 };
 
 //  Checks and defaults that need several keys of the tag.
@@ -1582,6 +1742,48 @@ static int s_top_resolver(s_loader_t *ld, void *obj, void *spec)
     return s_mapping(ld, s_resolver_keys, S_COUNT(s_resolver_keys), &site->resolver, NULL, &seen);
 }
 
+//  The alarm service.
+static const char *const s_sync_names[] = {"batch", "each", "none"};
+
+static int s_alarm_sync(s_loader_t *ld, void *obj, void *spec)
+{
+    int v;
+    if (s_enum(ld, s_sync_names, S_COUNT(s_sync_names), "sync policy", &v))
+        return -1;
+    ((site_alarm_t *)obj)->sync = (site_sync_t)v;
+    return 0;
+}
+
+static const s_key_t s_alarm_keys[] = {
+    {.name = "publish", .kind = S_STR, .offset = offsetof(site_alarm_t, publish)},
+    {.name = "control", .kind = S_STR, .offset = offsetof(site_alarm_t, control)},
+    {.name = "journal", .kind = S_STR, .offset = offsetof(site_alarm_t, journal)},
+    {.name = "sync", .kind = S_CUSTOM, .custom = s_alarm_sync},
+    {.name = "journal_max_kb",
+     .kind = S_U32,
+     .offset = offsetof(site_alarm_t, journal_max_kb),
+     .min = 64,
+     .max = 16777216},
+    {.name = "comm_priority",
+     .kind = S_INT,
+     .offset = offsetof(site_alarm_t, comm_priority),
+     .min = 1,
+     .max = 1000},
+    {.name = "comm_area", .kind = S_NAME, .offset = offsetof(site_alarm_t, comm_area)},
+    {.name = "device_alarms", .kind = S_BOOL, .offset = offsetof(site_alarm_t, device_alarms)},
+    {.name = "broker", .kind = S_NAME, .offset = offsetof(site_alarm_t, broker)},
+};
+
+static int s_top_alarm(s_loader_t *ld, void *obj, void *spec)
+{
+    site_t *site = obj;
+    site->alarm.line = s_line(ld);
+    if (s_is_null(ld))
+        return 0;
+    s_seen_t seen;
+    return s_mapping(ld, s_alarm_keys, S_COUNT(s_alarm_keys), &site->alarm, NULL, &seen);
+}
+
 enum {
     B_NAME,
     B_ENDPOINT,
@@ -1680,16 +1882,6 @@ static int s_top_channels(s_loader_t *ld, void *obj, void *spec)
     return s_list(ld, s_channel_item, obj);
 }
 
-//  Sections read by later services: any content, as long as it is a mapping.
-static int s_top_section(s_loader_t *ld, void *obj, void *spec)
-{
-    if (s_is_null(ld))
-        return 0;
-    if (ld->ev.type != YAML_MAPPING_START_EVENT)
-        return s_fail(ld, s_line(ld), "expected a mapping (key: value), got %s", s_got(ld));
-    return s_skip(ld);
-}
-
 static const s_key_t s_top_keys[] = {
     [K_SITE] = {.name = "site", .kind = S_NAME, .offset = offsetof(site_t, site), .required = true},
     [K_REDIS] = {.name = "redis", .kind = S_CUSTOM, .custom = s_top_redis},
@@ -1714,7 +1906,7 @@ static const s_key_t s_top_keys[] = {
                     .custom = s_top_channels},
     [K_RESOLVER] = {.name = "resolver", .kind = S_CUSTOM, .custom = s_top_resolver},
     [K_BROKERS] = {.name = "brokers", .kind = S_CUSTOM, .custom = s_top_brokers},
-    [K_ALARM] = {.name = "alarm", .kind = S_CUSTOM, .custom = s_top_section},
+    [K_ALARM] = {.name = "alarm", .kind = S_CUSTOM, .custom = s_top_alarm},
 };
 
 //  Checks that need the whole file, then the indexes and back pointers.
@@ -1751,6 +1943,12 @@ static int s_finish(s_loader_t *ld)
     if (!site->devsim_control && !(site->devsim_control = strdup("tcp://127.0.0.1:5590")))
         return s_oom(ld);
     if (!site->resolver.endpoint && !(site->resolver.endpoint = strdup("tcp://127.0.0.1:5500")))
+        return s_oom(ld);
+    site_alarm_t *al = &site->alarm;
+    if ((!al->publish && !(al->publish = strdup("tcp://127.0.0.1:5800"))) ||
+        (!al->control && !(al->control = strdup("tcp://127.0.0.1:5801"))) ||
+        (!al->journal && !(al->journal = strdup("alarms.journal"))) ||
+        (!al->comm_area && !(al->comm_area = strdup("comm"))))
         return s_oom(ld);
     s_broker_defaults(&site->default_broker);
     if (!(site->default_broker.name = strdup("b1")) ||
@@ -1844,6 +2042,9 @@ site_t *site_load_string(const char *text, size_t len, const char *name, char *e
     site->redis_port = 6379;
     site->ping_time_ms = 1000;
     site->resolve_retry_backoff_ms = 500;
+    site->alarm.comm_priority = 1;
+    site->alarm.device_alarms = true;
+    site->alarm.journal_max_kb = 65536;
     ld.site = site;
     if (!yaml_parser_initialize(&ld.parser)) {
         s_oom(&ld);
@@ -1935,13 +2136,26 @@ void site_destroy(site_t **self_p)
     free(self->default_broker.name);
     free(self->default_broker.endpoint);
     free(self->resolver.endpoint);
+    free(self->alarm.publish);
+    free(self->alarm.control);
+    free(self->alarm.journal);
+    free(self->alarm.comm_area);
+    free(self->alarm.broker);
     free(self->tags_by_id);
     for (size_t c = 0; c < self->nchannels; c++) {
         site_channel_t *ch = &self->channels[c];
         for (size_t d = 0; d < ch->ndevices; d++) {
             site_device_t *dev = &ch->devices[d];
-            for (size_t t = 0; t < dev->ntags; t++)
+            for (size_t t = 0; t < dev->ntags; t++) {
+                site_alarms_t *al = &dev->tags[t].alarms;
                 free(dev->tags[t].name);
+                free(al->area);
+                free(al->hihi.message);
+                free(al->hi.message);
+                free(al->lo.message);
+                free(al->lolo.message);
+                free(al->state_message);
+            }
             free(dev->tags);
             for (size_t s = 0; s < dev->nservers; s++)
                 free(dev->servers[s].ioserver);
@@ -2046,6 +2260,11 @@ int site_device_priority(const site_device_t *device, const char *ioserver)
 }
 
 //  Enum names as written in the site file; "?" for a value out of range.
+const char *site_sync_name(site_sync_t sync)
+{
+    return (size_t)sync < S_COUNT(s_sync_names) ? s_sync_names[sync] : "?";
+}
+
 const char *site_chtype_name(site_chtype_t type)
 {
     return (unsigned)type < S_COUNT(s_chtype_names) ? s_chtype_names[type] : "?";

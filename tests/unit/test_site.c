@@ -104,7 +104,7 @@ static const char *s_full =
     "resolve_retry_backoff_ms: 750\n"                                                       //  5
     "devsim: {control: \"tcp://127.0.0.1:6590\"}\n"                                         //  6
     "resolver: {endpoint: \"tcp://10.0.0.9:6500\"}\n"                                       //  7
-    "brokers: [{name: b1, resolve_on_startup: yes, update_interval_ms: 50}, {name: b2}]\n"   //  8
+    "brokers: [{name: b1, resolve_on_startup: yes, update_interval_ms: 50}, {name: b2}]\n"  //  8
     "alarm:\n"                                                                              //  9
     "ioservers:\n"                                                                          // 10
     "  - name: io1\n"                                                                       // 11
@@ -1093,6 +1093,67 @@ static void test_error_serial(void **state)
     RUN(cases);
 }
 
+//  Alarms of tags and the alarm section.
+static void test_alarms(void **state)
+{
+    site_t *site = s_load(
+        "site: t\n"
+        "alarm: {journal: /var/lib/scada/a.journal, sync: each, comm_priority: 2}\n"
+        "ioservers: [{name: io1}]\n"
+        "channels:\n" NET TAG(
+            "{name: L, address: \"hr:0\", alarms: {hihi: 95, hi: {limit: 90, priority: 2, "
+            "message: \"Tank high\"}, lo: 10, lolo: 5, deadband: 1.5, on_delay_ms: 2000, "
+            "priority: 3, area: tanks}}")
+            TAG("{name: P, address: \"co:0\", alarms: {state: {value: 1, message: tripped}}}")
+                TAG("{name: N, address: \"hr:1\"}"));
+    site_alarms_t *a = &site_tag(site, "L")->alarms;
+    assert_true(a->any && a->comm);
+    assert_true(a->hihi.set && a->hi.set && a->lo.set && a->lolo.set && !a->has_state);
+    assert_true(a->hihi.limit == 95 && a->hi.limit == 90 && a->lo.limit == 10);
+    assert_int_equal(a->hihi.priority, 2); //  one above the tag's priority
+    assert_int_equal(a->hi.priority, 2);
+    assert_int_equal(a->lo.priority, 3);
+    assert_int_equal(a->lolo.priority, 2);
+    assert_string_equal(a->hi.message, "Tank high");
+    assert_true(a->deadband == 1.5);
+    assert_int_equal(a->on_delay_ms, 2000);
+    assert_string_equal(a->area, "tanks");
+    site_alarms_t *p = &site_tag(site, "P")->alarms;
+    assert_true(p->any && p->has_state && p->state == 1);
+    assert_string_equal(p->state_message, "tripped");
+    assert_string_equal(p->area, "default");
+    assert_int_equal(p->state_priority, 3);
+    assert_false(site_tag(site, "N")->alarms.any);
+    assert_string_equal(site->alarm.journal, "/var/lib/scada/a.journal");
+    assert_int_equal(site->alarm.sync, SITE_SYNC_EACH);
+    assert_int_equal(site->alarm.comm_priority, 2);
+    assert_string_equal(site->alarm.comm_area, "comm");
+    assert_true(site->alarm.device_alarms);
+    assert_string_equal(site->alarm.publish, "tcp://127.0.0.1:5800");
+    assert_string_equal(site_sync_name(site->alarm.sync), "each");
+    site_destroy(&site);
+
+    static const s_case_t cases[] = {
+        {HEAD NET TAG("{name: T, address: \"hr:0\", alarms: {hi: 10, lo: 20}}"), 13,
+         "channels[0].devices[0].tags[0].alarms.lo", "lo (20) must be below hi (10)"},
+        {HEAD NET TAG("{name: T, address: \"hr:0\", alarms: {hi: 10, state: 1}}"), 13,
+         "channels[0].devices[0].tags[0].alarms.state", "either limit alarms"},
+        {HEAD NET TAG("{name: T, address: \"hr:0\", alarms: {high: 10}}"), 13,
+         "channels[0].devices[0].tags[0].alarms.high", "unknown key"},
+        {HEAD NET TAG("{name: T, address: \"hr:0\", alarms: {hi: {priority: 1}}}"), 13,
+         "channels[0].devices[0].tags[0].alarms.hi.limit", "required key is missing"},
+        {HEAD NET TAG("{name: T, address: \"hr:0\", alarms: {hi: 10, priority: 0}}"), 13,
+         "channels[0].devices[0].tags[0].alarms.priority", "between 1 and 1000"},
+        {HEAD NET TAG("{name: T, address: \"hr:0\", alarms: {hi: 10, deadband: -1}}"), 13,
+         "channels[0].devices[0].tags[0].alarms.deadband", ">= 0"},
+        {HEAD NET TAG("{name: T, address: \"hr:0\", alarms: {hi: [1]}}"), 13,
+         "channels[0].devices[0].tags[0].alarms.hi", "expected a number or {limit"},
+        {"site: t\nalarm: {sync: sometimes}\n", 2, "alarm.sync", "unknown sync policy"},
+        {"site: t\nalarm: {fsync: each}\n", 2, "alarm.fsync", "unknown key"},
+    };
+    RUN(cases);
+}
+
 static void test_error_tag_rules(void **state)
 {
     static const s_case_t cases[] = {
@@ -1160,6 +1221,7 @@ int main(void)
         cmocka_unit_test(test_error_syntax),
         cmocka_unit_test(test_error_serial),
         cmocka_unit_test(test_error_tag_rules),
+        cmocka_unit_test(test_alarms),
     };
     return cmocka_run_group_tests_name("site", tests, NULL, NULL);
 }
