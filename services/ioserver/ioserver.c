@@ -1765,6 +1765,68 @@ static void s_reply_read(ioserver_t *self, zmsg_t *envelope, Scada__IoRequest *r
     free(ptrs);
 }
 
+//  STATE: the current state as events, for a consumer that was away (the
+//  alarm service at start): DEVICE_STATE of every device, IO_TIMEOUT_RAISE
+//  of every socket or channel whose I/O Timeout alarm is active now.
+static void s_reply_state(ioserver_t *self, zmsg_t *envelope, uint64_t id)
+{
+    Scada__IoReply reply = SCADA__IO_REPLY__INIT;
+    reply.id = id;
+    reply.status = SCADA__IO_REPLY__STATUS__OK;
+    size_t cap = self->ndevices + self->nlinks + 1;
+    Scada__Event *evs = (Scada__Event *)zmalloc(cap * sizeof *evs);
+    Scada__Event **ptrs = (Scada__Event **)zmalloc(cap * sizeof *ptrs);
+    int64_t now = mclock_mono_ms(), wall = mclock_wall_ms();
+    size_t n = 0;
+    for (size_t i = 0; i < self->ndevices; i++) {
+        s_device_t *dev = &self->devices[i];
+        Scada__Event *ev = &evs[n];
+        scada__event__init(ev);
+        ev->kind = SCADA__EVENT__KIND__DEVICE_STATE;
+        ev->ioserver = self->cfg->name;
+        ev->device = dev->cfg->name;
+        ev->channel = dev->cfg->channel->name;
+        ev->has_device_state = true;
+        const char *st = s_device_state(self, dev, now);
+        ev->device_state = streq(st, "online")       ? SCADA__DEVICE_STATE__ONLINE
+                           : streq(st, "queued")     ? SCADA__DEVICE_STATE__QUEUED
+                           : streq(st, "connecting") ? SCADA__DEVICE_STATE__CONNECTING
+                           : streq(st, "failed")     ? SCADA__DEVICE_STATE__FAILED
+                                                     : SCADA__DEVICE_STATE__OFFLINE;
+        if (dev->last_error[0] && ev->device_state != SCADA__DEVICE_STATE__ONLINE)
+            ev->reason = dev->last_error;
+        ev->ts_ms = wall;
+        ev->seq = self->event_seq;
+        ptrs[n++] = ev;
+    }
+    for (size_t i = 0; i < self->nlinks; i++) {
+        s_link_t *link = &self->links[i];
+        if (!link->fsm.alarm_active)
+            continue;
+        Scada__Event *ev = &evs[n];
+        scada__event__init(ev);
+        ev->kind = SCADA__EVENT__KIND__IO_TIMEOUT_RAISE;
+        ev->ioserver = self->cfg->name;
+        ev->channel = link->channel->name;
+        if (link->fsm.cfg.kind == LINK_SOCKET)
+            ev->device = link->devices[0]->cfg->name;
+        ev->state = (char *)link_state_detail(link->fsm.state);
+        ev->reason = (char *)"active";
+        ev->ts_ms = wall;
+        ev->seq = self->event_seq;
+        ptrs[n++] = ev;
+    }
+    reply.n_events = n;
+    reply.events = ptrs;
+    size_t len = scada__io_reply__get_packed_size(&reply);
+    zframe_t *frame = zframe_new(NULL, len);
+    scada__io_reply__pack(&reply, zframe_data(frame));
+    zmsg_append(envelope, &frame);
+    zmsg_send(&envelope, self->control);
+    free(evs);
+    free(ptrs);
+}
+
 static char *s_status_json(ioserver_t *self)
 {
     int64_t now = mclock_mono_ms();
@@ -1865,6 +1927,8 @@ static int s_on_control(zloop_t *loop, zsock_t *sock, void *arg)
         }
     } else if (req->kind == SCADA__IO_REQUEST__KIND__READ) {
         s_reply_read(self, envelope, req);
+    } else if (req->kind == SCADA__IO_REQUEST__KIND__STATE) {
+        s_reply_state(self, envelope, req->id);
     } else if (req->kind == SCADA__IO_REQUEST__KIND__SUBSCRIBE ||
                req->kind == SCADA__IO_REQUEST__KIND__UNSUBSCRIBE ||
                req->kind == SCADA__IO_REQUEST__KIND__KEEP) {
