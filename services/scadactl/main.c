@@ -6,6 +6,7 @@
     status          the site from its Redis keys: processes, devices, channels
     tail [TAG...]   follow the value and event stream of every I/O server
     iolog CHANNEL   switch a channel's I/O log, or summarize it
+    alarms, ack, shelve, unshelve, disable, enable: the alarm service
 
     get and write with --direct skip the broker and ask the I/O servers'
     control sockets, best priority first (no broker needed).
@@ -13,6 +14,7 @@
     Exit codes: 0 ok, 1 runtime failure (a peer did not answer, a write was
     refused), 2 bad usage or bad site file.
 */
+#include "alarms.h"
 #include "iolog.h"
 #include "mclock.h"
 #include "scada.pb-c.h"
@@ -40,6 +42,7 @@ static const char *s_broker_name = NULL;
 static const char *s_endpoint = NULL; //  --endpoint: overrides the site's broker
 static long s_count = 0;              //  watch: stop after this many updates (0: never)
 static long s_duration_ms = 0;        //  watch: stop after this long (0: never)
+static scadactl_alarm_opts_t s_al;    //  alarm commands' options
 
 static void s_usage(FILE *out)
 {
@@ -57,6 +60,13 @@ static void s_usage(FILE *out)
         "  tail [TAG...]     follow value changes and events of every I/O server (Ctrl-C stops)\n"
         "  iolog CHANNEL on|off   switch a channel's I/O log at run time\n"
         "  iolog CHANNEL --summary  reply times against deadlines, and advice\n"
+        "  alarms [ID...]    the active alarm list (--area A, --priority N: 1..N only);\n"
+        "                    --history: events from the journal, newest last (--limit N)\n"
+        "  ack ID...         acknowledge alarms (--all-area AREA: every unacknowledged one)\n"
+        "  shelve ID... DURATION   shelve until DURATION passes (90s, 15m, 2h, 1d)\n"
+        "  unshelve ID...    end a shelve now\n"
+        "  disable ID...     take alarms out of service; enable ID... puts them back\n"
+        "                    (--user NAME, --comment TEXT on ack/shelve/disable)\n"
         "\n"
         "options (before or right after the command):\n"
         "  --config FILE     the site file (required)\n"
@@ -1086,7 +1096,20 @@ static int s_cmd_status(site_t *site)
 //  --------------------------------------------------------------------------
 //  Command line
 
-enum { OPT_BROKER = 256, OPT_ENDPOINT, OPT_DIRECT, OPT_COUNT, OPT_DURATION };
+enum {
+    OPT_BROKER = 256,
+    OPT_ENDPOINT,
+    OPT_DIRECT,
+    OPT_COUNT,
+    OPT_DURATION,
+    OPT_AREA,
+    OPT_ALL_AREA,
+    OPT_PRIORITY,
+    OPT_HISTORY,
+    OPT_LIMIT,
+    OPT_USER,
+    OPT_COMMENT
+};
 
 static const struct option s_options[] = {{"config", required_argument, NULL, 'c'},
                                           {"json", no_argument, NULL, 'j'},
@@ -1097,6 +1120,13 @@ static const struct option s_options[] = {{"config", required_argument, NULL, 'c
                                           {"direct", no_argument, NULL, OPT_DIRECT},
                                           {"count", required_argument, NULL, OPT_COUNT},
                                           {"duration", required_argument, NULL, OPT_DURATION},
+                                          {"area", required_argument, NULL, OPT_AREA},
+                                          {"all-area", required_argument, NULL, OPT_ALL_AREA},
+                                          {"priority", required_argument, NULL, OPT_PRIORITY},
+                                          {"history", no_argument, NULL, OPT_HISTORY},
+                                          {"limit", required_argument, NULL, OPT_LIMIT},
+                                          {"user", required_argument, NULL, OPT_USER},
+                                          {"comment", required_argument, NULL, OPT_COMMENT},
                                           {NULL, 0, NULL, 0}};
 
 //  A whole number in [lo, hi] for option `name`; -1 (message printed) if not.
@@ -1154,10 +1184,87 @@ static int s_parse_options(int argc, char **argv, const char **config)
             if ((s_duration_ms = s_number("duration", optarg, 1, 1000000000L, "ms")) < 0)
                 return 2;
             break;
+        case OPT_AREA:
+        case OPT_ALL_AREA:
+            s_al.area = optarg;
+            break;
+        case OPT_PRIORITY:
+            if ((v = s_number("priority", optarg, 1, 1000, "priority")) < 0)
+                return 2;
+            s_al.max_priority = (uint32_t)v;
+            break;
+        case OPT_HISTORY:
+            s_al.history = true;
+            break;
+        case OPT_LIMIT:
+            if ((v = s_number("limit", optarg, 1, 10000000, "events")) < 0)
+                return 2;
+            s_al.limit = (uint32_t)v;
+            break;
+        case OPT_USER:
+            s_al.user = optarg;
+            break;
+        case OPT_COMMENT:
+            s_al.comment = optarg;
+            break;
         default:
             s_usage(stderr);
             return 2;
         }
+    }
+    return -1;
+}
+
+static bool s_alarm_cmd(const char *cmd)
+{
+    static const char *cmds[] = {"alarms", "ack", "shelve", "unshelve", "disable", "enable"};
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        if (streq(cmd, cmds[i]))
+            return true;
+    return false;
+}
+
+//  Arguments of the alarm commands; the exit code on bad usage, else -1.
+static int s_alarm_args(const char *cmd, int nargs, char **args)
+{
+    s_al.json = s_json;
+    s_al.timeout_ms = s_timeout_ms;
+    if (streq(cmd, "shelve")) {
+        if (nargs < 2) {
+            fprintf(stderr, "scadactl shelve: usage: shelve ID... DURATION (e.g. 30m)\n");
+            return 2;
+        }
+        if (scadactl_duration_ms(args[nargs - 1], &s_al.duration_ms) != 0) {
+            fprintf(stderr,
+                    "scadactl shelve: \"%s\" is not a duration (a positive number with s, ms, "
+                    "m, h or d, at most a year, e.g. 90s, 15m, 2h)\n",
+                    args[nargs - 1]);
+            return 2;
+        }
+        nargs--;
+    }
+    s_al.ids = (const char *const *)args;
+    s_al.nids = (size_t)nargs;
+    if (streq(cmd, "ack") && !nargs && !s_al.area) {
+        fprintf(stderr, "scadactl ack: name alarm ids, or --all-area AREA\n");
+        return 2;
+    }
+    if (streq(cmd, "ack") && nargs && s_al.area) {
+        fprintf(stderr, "scadactl ack: either alarm ids or --all-area, not both\n");
+        return 2;
+    }
+    if (!streq(cmd, "alarms") && !streq(cmd, "ack") && !nargs) {
+        fprintf(stderr, "scadactl %s: name at least one alarm id\n", cmd);
+        return 2;
+    }
+    if (!streq(cmd, "alarms") && (s_al.history || s_al.limit || s_al.max_priority)) {
+        fprintf(stderr, "scadactl %s: --history, --limit and --priority apply to alarms only\n",
+                cmd);
+        return 2;
+    }
+    if (s_al.limit && !s_al.history) {
+        fprintf(stderr, "scadactl alarms: --limit goes with --history\n");
+        return 2;
     }
     return -1;
 }
@@ -1175,7 +1282,7 @@ int main(int argc, char **argv)
     }
     const char *cmd = argv[optind];
     static const char *known[] = {"status", "get", "watch", "write", "tail", "iolog"};
-    bool ok = false;
+    bool ok = s_alarm_cmd(cmd);
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
         ok = ok || streq(cmd, known[i]);
     if (!ok) {
@@ -1213,6 +1320,16 @@ int main(int argc, char **argv)
         fprintf(stderr, "scadactl %s: name at least one tag\n", cmd);
         return 2;
     }
+    if (s_alarm_cmd(cmd) && (rc = s_alarm_args(cmd, nargs, args)) >= 0)
+        return rc;
+    if (!s_alarm_cmd(cmd) && (s_al.area || s_al.history || s_al.limit || s_al.max_priority ||
+                              s_al.user || s_al.comment)) {
+        fprintf(stderr,
+                "scadactl %s: --area, --all-area, --priority, --history, --limit, --user "
+                "and --comment apply to the alarm commands only\n",
+                cmd);
+        return 2;
+    }
     double value = 0;
     if (streq(cmd, "write")) {
         if (nargs != 2) {
@@ -1240,6 +1357,10 @@ int main(int argc, char **argv)
         rc = s_direct ? s_cmd_write_direct(site, args, value) : s_cmd_write(site, args[0], value);
     else if (streq(cmd, "iolog"))
         rc = s_cmd_iolog(site, nargs, args);
+    else if (streq(cmd, "alarms"))
+        rc = scadactl_alarms(site, &s_al);
+    else if (s_alarm_cmd(cmd))
+        rc = scadactl_alarm_action(site, cmd, &s_al);
     else
         rc = s_cmd_tail(site, nargs, args);
     site_destroy(&site);
