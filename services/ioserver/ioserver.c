@@ -75,6 +75,7 @@ typedef struct {
     mbplan_t *plan;
     int64_t *due;     //  per block: next time it is due (mono ms)
     uint32_t *active; //  per block: its active tags; a block with none is not read
+    uint8_t *phased;  //  per block: its phase in the period is set (see s_link_send)
 } s_class_t;
 
 typedef struct {
@@ -719,6 +720,8 @@ static int s_on_links(zloop_t *loop, zmq_pollitem_t *item, void *arg)
                              ((evs[i].events & (EPOLLERR | EPOLLHUP)) ? ZMQ_POLLERR : 0));
         s_on_link_io(loop, &it, &self->links[index]);
     }
+    //  Values read in this turn go out now, not at the next tick.
+    s_batch_flush(self, false);
     return 0;
 }
 
@@ -738,8 +741,10 @@ static void s_link_connected(s_link_t *link, int64_t now)
         dev->redis_dirty = true;
         dev->probe_due = now;
         for (size_t c = 0; c < dev->nclasses; c++)
-            for (size_t b = 0; b < dev->classes[c].plan->nblocks; b++)
+            for (size_t b = 0; b < dev->classes[c].plan->nblocks; b++) {
                 dev->classes[c].due[b] = now;
+                dev->classes[c].phased[b] = 0;
+            }
     }
 }
 
@@ -907,8 +912,20 @@ static void s_link_send(s_link_t *link, int64_t now)
         p->blk = bb;
         //  Next due one period after this one was due, but never in the past:
         //  a slow device skips scans instead of bursting to catch up.
-        int64_t next = dev->classes[bc].due[bb] + dev->classes[bc].scan_ms;
-        dev->classes[bc].due[bb] = next > now ? next : now + dev->classes[bc].scan_ms;
+        s_class_t *cls = &dev->classes[bc];
+        int64_t next = cls->due[bb] + cls->scan_ms;
+        if (!cls->phased[bb]) {
+            //  The first read after connecting or subscribing goes at once.
+            //  From then on each block keeps its own phase in the period, by
+            //  a hash of device and block: devices that came online together
+            //  do not all ask at the same instant every period, so the values
+            //  (and what follows them: broker, alarms) come as a steady flow
+            //  instead of one burst per period.
+            cls->phased[bb] = 1;
+            uint64_t h = (uint64_t)(dev - link->server->devices) * 2654435761u + bb * 40503u;
+            next = now + 1 + (int64_t)(h % cls->scan_ms);
+        }
+        cls->due[bb] = next > now ? next : now + cls->scan_ms;
     }
     assert(len > 0);
     //  Expected reply size, for the transmission-time term of the deadline.
@@ -1455,6 +1472,7 @@ static void s_tag_refresh(ioserver_t *self, s_tag_t *tag, int64_t now)
             if (cls->active[tag->blk]++ == 0) {
                 dev->nactive++;
                 cls->due[tag->blk] = now;
+                cls->phased[tag->blk] = 0;
             }
         }
     } else {
@@ -2013,6 +2031,7 @@ static void s_device_init(ioserver_t *self, s_device_t *dev, site_device_t *cfg)
         cls->plan = mbplan_new(group, n, cfg->channel->max_gap, &rejected);
         cls->due = (int64_t *)zmalloc((cls->plan->nblocks + 1) * sizeof *cls->due);
         cls->active = (uint32_t *)zmalloc((cls->plan->nblocks + 1) * sizeof *cls->active);
+        cls->phased = (uint8_t *)zmalloc(cls->plan->nblocks + 1);
         for (size_t b = 0; b < cls->plan->nblocks; b++)
             for (size_t k = 0; k < cls->plan->blocks[b].ntags; k++) {
                 site_tag_t *t = cls->plan->tags[cls->plan->blocks[b].first + k];
@@ -2232,6 +2251,7 @@ void ioserver_destroy(ioserver_t **self_p)
             mbplan_destroy(&dev->classes[c].plan);
             free(dev->classes[c].due);
             free(dev->classes[c].active);
+            free(dev->classes[c].phased);
         }
         free(dev->classes);
         free(dev->tags);

@@ -1058,7 +1058,7 @@ def test_garbage_on_control_socket(env):
     io = env.ioserver_cfg()
     site = env.site([io], [])
     srv = env.start_ioserver(site, io)
-    bad = [b"\xff\xff\xff\xff garbage", b"", b"\x08", b"\x08\x05\x10\x07",
+    bad = [b"\xff\xff\xff\xff garbage", b"", b"\x08", b"\x08\x05\x10\x63",
            b"\x0a" + b"\xff" * 20, bytes(range(256))]
     for i, frame in enumerate(bad):
         frames = srv.request_raw([frame])
