@@ -764,6 +764,18 @@ class Env:
         return self.own(Service(self.bin("scada-broker"), "broker", site, name,
                                 self.tmp / ("broker-%s.log" % name), endpoint, extra))
 
+    def alarm_top(self, journal=None, **kw):
+        """The alarm: section on free ports (pass as alarm=... to site())."""
+        a = {"publish": "tcp://127.0.0.1:%d" % self.free_ports(1),
+             "control": "tcp://127.0.0.1:%d" % self.free_ports(1),
+             "journal": str(journal or (self.tmp / "alarms.journal"))}
+        a.update(kw)
+        return a
+
+    def start_alarm(self, site, control, extra=("--log-level", "debug")):
+        return self.own(Service(self.bin("scada-alarm"), "alarm", site, None,
+                                self.tmp / "alarm.log", control, extra))
+
     def start_devsim(self, site, only=None, extra=()):
         control = "tcp://127.0.0.1:%d" % self.free_ports(1)
         return self.own(Devsim(self.bin("scada-devsim"), site, control,
