@@ -3,7 +3,8 @@
 #
 #   deploy/run.sh                 the demo site: private redis-server, simulated
 #                                 plant (two devices silent), resolver, I/O
-#                                 servers io1 (primary) and io2 (standby), broker
+#                                 servers io1 (primary) and io2 (standby), broker,
+#                                 alarm service
 #   deploy/run.sh path/site.yaml  a site of your own (no simulator unless SIM=1)
 #
 # Everything runs under build/run/<site>/: logs, the Redis data directory.
@@ -77,6 +78,7 @@ done
 for b in $brokers; do
   start "$b" "$bin/scada-broker" --config "$site_file" --name "$b"
 done
+start alarm "$bin/scada-alarm" --config "$site_file"
 
 if [ "$demo" = 1 ]; then
   # Two devices stop answering, as dead field devices do.
@@ -102,5 +104,8 @@ while true; do
   echo "a page through the broker (scadactl --config $site_file get ...):"
   # shellcheck disable=SC2086
   "$bin/scadactl" --config "$site_file" --timeout 2000 get $page
+  echo
+  echo "alarms (scadactl --config $site_file alarms; ack ID to acknowledge):"
+  "$bin/scadactl" --config "$site_file" --timeout 2000 alarms | head -n 12
   sleep 3
 done
