@@ -1228,6 +1228,8 @@ static bool s_alarm_cmd(const char *cmd)
 static int s_alarm_args(const char *cmd, int nargs, char **args)
 {
     s_al.json = s_json;
+    if (!s_al.user) //  who acknowledges: the login, unless --user says otherwise
+        s_al.user = getenv("USER") && *getenv("USER") ? getenv("USER") : "unknown";
     s_al.timeout_ms = s_timeout_ms;
     if (streq(cmd, "shelve")) {
         if (nargs < 2) {
