@@ -424,3 +424,35 @@ def test_errors_damage_inside_the_journal_is_moved_aside(env):
     wait_until(lambda: len(a.request(kind=H.pb.AlarmRequest.HISTORY,
                                      alarms=["M.L.HI"]).alarms) > len(h.alarms), 5,
                what="new events journaled")
+
+
+def test_ack_all_area_filters_and_redis(env):
+    def tags(d):
+        return [level_tag("Z%d.A" % d, "hr:0", area="north", priority=2),
+                level_tag("Z%d.B" % d, "hr:1", area="south", priority=4)]
+    s = Site(env, ndev=1, tags_per_dev=tags)
+    a = s.client()
+    wait_until(lambda: a.request(kind=H.pb.AlarmRequest.LIST).status == H.pb.AlarmReply.OK,
+               5, what="alarm service answers")
+    s.devsim.ok("set Z0.A 90")
+    s.devsim.ok("set Z0.B 90")
+    wait_until(lambda: {"Z0.A.HI", "Z0.B.HI"} <= set(a.active()), 5, what="both raised")
+    assert set(a.active(area="north")) == {"Z0.A.HI"}
+    assert set(a.active(max_priority=3)) == {"Z0.A.HI"}
+    r = env.scadactl(s.site, "--json", "alarms", "--area", "south")
+    assert r.returncode == 0 and '"alarm":"Z0.B.HI"' in r.stdout and "Z0.A" not in r.stdout, r
+    r = env.scadactl(s.site, "ack", "--all-area", "north", "--comment", "round 3")
+    assert r.returncode == 0, r.stderr
+    act = a.active()
+    assert act["Z0.A.HI"].state == S("ACK_ACTIVE") and act["Z0.A.HI"].comment == "round 3"
+    assert act["Z0.B.HI"].state == S("UNACK_ACTIVE")
+    # Redis mirrors it: the active list, the event stream, the service's hash.
+    rd = env.redis.client
+    key = "scada:%s:alarm" % env.site_name
+    wait_until(lambda: (rd.hget(key + ":active", "Z0.A.HI") or "").startswith("ACK_ACTIVE"), 5,
+               what="active list in Redis")
+    assert (rd.hget(key + ":active", "Z0.B.HI") or "").startswith("UNACK_ACTIVE")
+    entries = rd.xrange(key + ":events")
+    assert [e[1]["event"] for e in entries if e[1]["alarm"] == "Z0.A.HI"] == ["RAISE", "ACK"]
+    wait_until(lambda: rd.hget(key, "unacked") == "1", 5, what="counts in Redis")
+    assert rd.hget(key, "state") == "running"
