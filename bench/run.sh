@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Run the benchmarks (make bench) and print a summary.
 #
-#   bash bench/run.sh               every benchmark: throughput, then reconnect
+#   bash bench/run.sh               every benchmark: throughput, reconnect, then pubsub
 #   bash bench/run.sh throughput    one of them (extra arguments go to its script,
-#   bash bench/run.sh reconnect       e.g. bash bench/run.sh throughput --seconds 10)
+#   bash bench/run.sh reconnect       e.g. bash bench/run.sh throughput --seconds 10,
+#   bash bench/run.sh pubsub          bash bench/run.sh pubsub --quick)
 #
 # Benchmarks are not tests: they print figures next to their anchor and
 # PASS/MISS next to the issue's targets, and exit 0 either way. Each one's
@@ -14,18 +15,22 @@ py=/usr/bin/python3 # Debian's: pyzmq, protobuf, redis, yaml
 out=build/bench
 mkdir -p "$out"
 
-all=(throughput reconnect)
+all=(throughput reconnect pubsub)
 if [ $# -gt 0 ]; then
   case "$1" in
-    throughput | reconnect) names=("$1"); shift ;;
-    -h | --help) sed -n '2,10p' "$0"; exit 0 ;;
+    throughput | reconnect | pubsub) names=("$1"); shift ;;
+    -h | --help) sed -n '2,11p' "$0"; exit 0 ;;
     *) echo "bench: unknown benchmark \"$1\" (expected: ${all[*]})" >&2; exit 2 ;;
   esac
 else
   names=("${all[@]}")
 fi
 
-for b in scada-ioserver scada-devsim; do
+bins=(scada-ioserver scada-devsim)
+if [[ " ${names[*]} " == *" pubsub "* ]]; then
+  bins+=(scada-resolver scada-broker scadactl)
+fi
+for b in "${bins[@]}"; do
   if [ ! -x "build/bin/$b" ]; then
     echo "bench: build/bin/$b is missing: run make all (or make bench)" >&2
     exit 2
@@ -75,6 +80,16 @@ for name in "${names[@]}"; do
       else
         echo "$name:"
         sed -n '/^silent /,/^$/p' "$out/$name.out" | sed '/^$/d; s/^/  /'
+        grep -E '^target:' "$out/$name.out" | sed 's/^/  /'
+      fi
+      ;;
+    pubsub)
+      if grep -q 'skipped' "$out/$name.out"; then
+        echo "$name: $(grep skipped "$out/$name.out")"
+      else
+        echo "$name:"
+        grep -E '^(page change|baseline|idle|lost server|failover|fail-back \()' "$out/$name.out" |
+          sed 's/^/  /'
         grep -E '^target:' "$out/$name.out" | sed 's/^/  /'
       fi
       ;;
