@@ -726,8 +726,11 @@ static void s_deliver(scada_client_t *self, s_tag_t *t)
 static void s_apply_updates(scada_client_t *self, const Scada__BrokerMsg *msg)
 {
     int64_t base = msg->has_base_ts ? msg->base_ts : 0;
+    const char *prev = NULL; //  the reason of the previous update (same_reason)
     for (size_t i = 0; i < msg->n_updates; i++) {
         const Scada__Update *u = msg->updates[i];
+        const char *reason = u->has_same_reason && u->same_reason ? prev : u->reason;
+        prev = reason;
         s_tag_t *t = s_tag_by_id(self, u->tag_id);
         if (!t) {
             self->stats.unknown_ids++;
@@ -744,7 +747,7 @@ static void s_apply_updates(scada_client_t *self, const Scada__BrokerMsg *msg)
         int64_t ts = base + (u->has_ts ? u->ts : 0);
         t->ts_ms = ts > 0 ? ts : 0;
         free(t->reason);
-        t->reason = u->reason && *u->reason ? strdup(u->reason) : NULL;
+        t->reason = reason && *reason ? strdup(reason) : NULL;
         s_deliver(self, t);
     }
 }

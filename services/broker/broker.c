@@ -255,7 +255,7 @@ static void s_client_error(s_client_t *c, uint32_t id, const char *error)
 }
 
 //  Fill an Update from a tag's cache; ts relative to base.
-static void s_fill_update(Scada__Update *u, const s_tag_t *tag, int64_t base)
+static void s_fill_update(Scada__Update *u, const s_tag_t *tag, int64_t base, const char **prev)
 {
     scada__update__init(u);
     u->tag_id = tag->id;
@@ -272,7 +272,12 @@ static void s_fill_update(Scada__Update *u, const s_tag_t *tag, int64_t base)
     if (tag->quality != SCADA__QUALITY__GOOD) {
         u->has_quality = true;
         u->quality = (Scada__Quality)tag->quality;
-        u->reason = (char *)tag->reason;
+        //  A failover makes every tag of a device bad for one reason: say it once.
+        if (tag->reason && *prev == tag->reason)
+            u->has_same_reason = u->same_reason = true;
+        else
+            u->reason = (char *)tag->reason;
+        *prev = tag->reason;
     }
     if (tag->ts != base) {
         u->has_ts = true;
@@ -301,6 +306,7 @@ static void s_client_flush(s_client_t *c, int64_t now)
         Scada__Update **ptrs = (Scada__Update **)zmalloc(cap * sizeof *ptrs);
         size_t n = 0, k = done;
         int64_t base = 0;
+        const char *prev = NULL; //  reason of the previous update in this message
         for (; k < c->nowed && n < cap; k++) {
             s_tag_t *tag = c->owed[k];
             s_sub_t *sub = s_sub_find(tag, c);
@@ -308,7 +314,7 @@ static void s_client_flush(s_client_t *c, int64_t now)
                 continue;
             if (n == 0)
                 base = tag->ts;
-            s_fill_update(&ups[n], tag, base);
+            s_fill_update(&ups[n], tag, base, &prev);
             ptrs[n] = &ups[n];
             n++;
         }
@@ -998,6 +1004,7 @@ static void s_subscribe_reply(broker_t *self, s_client_t *c, s_waiter_t *w)
     Scada__Update **ptrs = (Scada__Update **)zmalloc((total + 1) * sizeof *ptrs);
     size_t n = 0;
     int64_t base = 0;
+    const char *prev = NULL;
     for (size_t i = 0; i < total; i++) {
         s_tag_t *tag = w->tags[i];
         if (!tag) {
@@ -1027,7 +1034,7 @@ static void s_subscribe_reply(broker_t *self, s_client_t *c, s_waiter_t *w)
             continue;
         if (n == 0)
             base = tag->ts;
-        s_fill_update(&ups[n], tag, base);
+        s_fill_update(&ups[n], tag, base, &prev);
         ptrs[n] = &ups[n];
         n++;
     }

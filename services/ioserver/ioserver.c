@@ -188,14 +188,16 @@ struct _ioserver_t {
     zsock_t *resolver;
     uint64_t incarnation;
     bool units_dirty;
-    iolog_t **iologs; //  per site channel (index in site->channels)
-    char *iolog_dir;  //  resolved against the site file's directory
+    zlist_t *sub_replies; //  s_subreply_t: SUBSCRIBE answers waiting for first readings
+    iolog_t **iologs;     //  per site channel (index in site->channels)
+    char *iolog_dir;      //  resolved against the site file's directory
     bool fatal;
 };
 
 static void s_resolver_offers(ioserver_t *self, bool all);
 static void s_resolver_send(ioserver_t *self, Scada__ResolverMsg *msg);
 static void s_brokers_expire(ioserver_t *self, int64_t now);
+static void s_subreplies_check(ioserver_t *self, int64_t now);
 
 //  --------------------------------------------------------------------------
 //  Publishing
@@ -1418,6 +1420,8 @@ static int s_on_tick(zloop_t *loop, int timer_id, void *arg)
     s_batch_flush(self, false);
     if (self->units_dirty)
         s_resolver_offers(self, false);
+    if (zlist_size(self->sub_replies))
+        s_subreplies_check(self, now);
     return 0;
 }
 
@@ -1469,11 +1473,11 @@ static void s_tag_refresh(ioserver_t *self, s_tag_t *tag, int64_t now)
         tag->fresh = !(dev->answered && dev->link->conn == DEV_ONLINE);
         if (tag->blk != NO_BLOCK) {
             s_class_t *cls = &dev->classes[tag->cls];
-            if (cls->active[tag->blk]++ == 0) {
+            if (cls->active[tag->blk]++ == 0)
                 dev->nactive++;
-                cls->due[tag->blk] = now;
-                cls->phased[tag->blk] = 0;
-            }
+            //  Read it at once, even if its block is read already.
+            cls->due[tag->blk] = now;
+            cls->phased[tag->blk] = 0;
         }
     } else {
         self->tags_active--;
@@ -1626,9 +1630,145 @@ static s_device_t *s_find_tag(ioserver_t *self, const char *name, s_tag_t **tag_
     return (*tag_p)->dev;
 }
 
+//  A SUBSCRIBE answer that waits (at most SUBREPLY_WAIT_MS) until every tag
+//  it made active was read once, so the broker gets the first values over
+//  the control socket, which loses nothing, and not only on the PUB stream,
+//  where a subscriber that is still (re)connecting misses them.
+#define SUBREPLY_WAIT_MS 1000
+
+typedef struct {
+    zmsg_t *envelope;
+    uint64_t id;
+    int broker;
+    s_tag_t **tags; //  the requested tags it serves
+    size_t ntags;
+    char **missing; //  the requested names it does not serve (owned)
+    size_t nmissing;
+    int64_t deadline;
+} s_subreply_t;
+
+static void s_subreply_send(ioserver_t *self, s_subreply_t *sr)
+{
+    Scada__IoReply reply = SCADA__IO_REPLY__INIT;
+    reply.id = sr->id;
+    reply.status = SCADA__IO_REPLY__STATUS__OK;
+    size_t cap = sr->ntags + sr->nmissing + 1;
+    Scada__Value *values = (Scada__Value *)zmalloc(cap * sizeof *values);
+    Scada__Value **ptrs = (Scada__Value **)zmalloc(cap * sizeof *ptrs);
+    int64_t wall = mclock_wall_ms();
+    for (size_t i = 0; i < sr->ntags; i++) {
+        s_tag_t *tag = sr->tags[i];
+        if (!tag->fresh || !tag->active)
+            continue; //  its first reading follows on the PUB stream
+        Scada__Value *v = &values[reply.n_values];
+        scada__value__init(v);
+        v->tag = tag->cfg->name;
+        v->has_tag_id = true;
+        v->tag_id = tag->cfg->id;
+        v->has_number = tag->have;
+        v->number = tag->value;
+        v->quality = (Scada__Quality)tag->quality;
+        v->source_ts_ms = tag->ts;
+        v->seq = self->value_seq;
+        if (tag->quality != SCADA__QUALITY__GOOD)
+            v->reason = (char *)tag->reason;
+        ptrs[reply.n_values++] = v;
+    }
+    for (size_t i = 0; i < sr->nmissing; i++) {
+        Scada__Value *v = &values[reply.n_values];
+        scada__value__init(v);
+        v->tag = sr->missing[i];
+        v->quality = SCADA__QUALITY__BAD_NOT_FOUND;
+        v->source_ts_ms = wall;
+        v->reason = (char *)"not served by this I/O server";
+        ptrs[reply.n_values++] = v;
+    }
+    reply.values = ptrs;
+    reply.has_count = true;
+    reply.count = self->brokers[sr->broker].name ? self->brokers[sr->broker].count : 0;
+    size_t len = scada__io_reply__get_packed_size(&reply);
+    zframe_t *frame = zframe_new(NULL, len);
+    scada__io_reply__pack(&reply, zframe_data(frame));
+    zmsg_append(sr->envelope, &frame);
+    zmsg_send(&sr->envelope, self->control);
+    free(values);
+    free(ptrs);
+}
+
+static void s_subreply_destroy(s_subreply_t **sr_p)
+{
+    s_subreply_t *sr = *sr_p;
+    zmsg_destroy(&sr->envelope);
+    for (size_t i = 0; i < sr->nmissing; i++)
+        free(sr->missing[i]);
+    free(sr->missing);
+    free(sr->tags);
+    free(sr);
+    *sr_p = NULL;
+}
+
+//  Send the answers whose tags were all read, or whose time is up.
+static void s_subreplies_check(ioserver_t *self, int64_t now)
+{
+    zlist_t *ready = zlist_new();
+    for (s_subreply_t *sr = (s_subreply_t *)zlist_first(self->sub_replies); sr;
+         sr = (s_subreply_t *)zlist_next(self->sub_replies)) {
+        bool all = true;
+        for (size_t i = 0; i < sr->ntags && all && now < sr->deadline; i++)
+            all = !sr->tags[i]->active || sr->tags[i]->fresh;
+        if (all)
+            zlist_append(ready, sr);
+    }
+    for (s_subreply_t *sr = (s_subreply_t *)zlist_first(ready); sr;
+         sr = (s_subreply_t *)zlist_next(ready)) {
+        zlist_remove(self->sub_replies, sr);
+        s_subreply_send(self, sr);
+        s_subreply_destroy(&sr);
+    }
+    zlist_destroy(&ready);
+}
+
 //  SUBSCRIBE, UNSUBSCRIBE, KEEP from a broker.
 static void s_on_subscription(ioserver_t *self, zmsg_t *envelope, Scada__IoRequest *req)
 {
+    if (req->kind == SCADA__IO_REQUEST__KIND__SUBSCRIBE && req->client && *req->client &&
+        s_broker_slot(self, req->client, true) >= 0) {
+        //  Subscribe now, answer when the tags were read (s_subreplies_check).
+        int64_t now = mclock_mono_ms();
+        int b = s_broker_slot(self, req->client, true);
+        uint64_t bit = (uint64_t)1 << b;
+        self->brokers[b].seen = now;
+        if (req->has_replace && req->replace)
+            s_broker_clear(self, b, now);
+        s_subreply_t *sr = (s_subreply_t *)zmalloc(sizeof *sr);
+        sr->envelope = envelope;
+        sr->id = req->id;
+        sr->broker = b;
+        sr->tags = (s_tag_t **)zmalloc((req->n_tags + 1) * sizeof *sr->tags);
+        sr->missing = (char **)zmalloc((req->n_tags + 1) * sizeof *sr->missing);
+        sr->deadline = now + SUBREPLY_WAIT_MS;
+        for (size_t i = 0; i < req->n_tags; i++) {
+            s_tag_t *tag = NULL;
+            s_find_tag(self, req->tags[i], &tag);
+            if (!tag) {
+                sr->missing[sr->nmissing++] = strdup(req->tags[i]);
+                continue;
+            }
+            if (!(tag->subs & bit)) {
+                tag->subs |= bit;
+                self->brokers[b].count++;
+                self->subscribes++;
+                s_tag_refresh(self, tag, now);
+            }
+            sr->tags[sr->ntags++] = tag;
+        }
+        for (size_t i = 0; i < self->nlinks; i++)
+            if (self->links[i].conn == DEV_ONLINE && !self->links[i].pending.active)
+                s_link_send(&self->links[i], now);
+        zlist_append(self->sub_replies, sr);
+        s_subreplies_check(self, now);
+        return;
+    }
     Scada__IoReply reply = SCADA__IO_REPLY__INIT;
     reply.id = req->id;
     reply.status = SCADA__IO_REPLY__STATUS__OK;
@@ -2138,6 +2278,7 @@ ioserver_t *ioserver_new(site_t *site, const char *name)
         return NULL;
     }
     self->tag_by_id = (s_tag_t **)zmalloc((site->ntags + 1) * sizeof *self->tag_by_id);
+    self->sub_replies = zlist_new();
     self->incarnation = (uint64_t)self->started_wall * 1000003u ^ (uint64_t)getpid() << 40;
     //  The devices this I/O server offers.
     size_t n = 0;
@@ -2264,6 +2405,10 @@ void ioserver_destroy(ioserver_t **self_p)
     zsock_destroy(&self->pub);
     zsock_destroy(&self->control);
     zsock_destroy(&self->resolver);
+    s_subreply_t *sr;
+    while (self->sub_replies && (sr = (s_subreply_t *)zlist_pop(self->sub_replies)))
+        s_subreply_destroy(&sr);
+    zlist_destroy(&self->sub_replies);
     for (int b = 0; b < MAX_BROKERS; b++)
         zstr_free(&self->brokers[b].name);
     free(self->tag_by_id);

@@ -66,6 +66,12 @@ struct _resolver_t {
     uint64_t incarnation;
     int64_t started_wall;
     uint32_t check_ms;
+    //  After a start the table is incomplete until every live I/O server has
+    //  heartbeated once and registered again (within a ping time): until
+    //  then no best offer goes out, or a broker would move its tags to the
+    //  first server that registers and back again.
+    int64_t settle_until; //  mono ms
+    bool settled;
     //  Counters
     uint64_t resolves, names_resolved, malformed, unknown_ioservers, reregisters;
     uint64_t deltas, fulls, send_dropped;
@@ -402,6 +408,11 @@ static void s_after_change(resolver_t *self, int64_t now)
     }
     if (n > LOG_CHANGES)
         slog_info("... best offer of %zu devices changed in all", n);
+    if (!self->settled) {
+        //  Brokers get the whole table when the start settles.
+        s_redis_offers(self, c, n);
+        return;
+    }
     Scada__BestOffer *entries = (Scada__BestOffer *)calloc(n, sizeof *entries);
     Scada__BestOffer **ptrs = (Scada__BestOffer **)calloc(n, sizeof *ptrs);
     if (entries && ptrs) {
@@ -594,7 +605,8 @@ static void s_on_hello(resolver_t *self, zframe_t *rid, const Scada__ResolverMsg
     zframe_destroy(&br->rid);
     br->rid = zframe_dup(rid);
     br->last_seen = now;
-    s_send_full(self, rid);
+    if (self->settled)
+        s_send_full(self, rid);
 }
 
 static void s_on_resolve(resolver_t *self, zframe_t *rid, const Scada__ResolverMsg *m)
@@ -719,6 +731,17 @@ static int s_on_check(zloop_t *loop, int timer_id, void *arg)
     int64_t now = mclock_mono_ms();
     if (offer_table_expire(self->table, now) > 0)
         s_after_change(self, now);
+    if (!self->settled && now >= self->settle_until) {
+        self->settled = true;
+        s_after_change(self, now); //  drain what changed meanwhile (not sent)
+        size_t sent = 0;
+        for (size_t b = 0; b < self->nbrokers; b++)
+            if (s_broker_live(self, &self->brokers[b], now)) {
+                s_send_full(self, self->brokers[b].rid);
+                sent++;
+            }
+        slog_info("settled: I/O servers have registered; full table sent to %zu brokers", sent);
+    }
     return 0;
 }
 
@@ -753,6 +776,7 @@ resolver_t *resolver_new(site_t *site, const char *name)
     self->started_wall = mclock_wall_ms();
     self->incarnation = (uint64_t)self->started_wall * 1000003u ^ (uint64_t)getpid() << 40;
     self->check_ms = site->ping_time_ms / 10 > 10 ? site->ping_time_ms / 10 : 10;
+    self->settle_until = mclock_mono_ms() + site->ping_time_ms * 3 / 2;
     //  Devices in site order (the order of the full table), I/O servers as listed.
     const char **devs = (const char **)zmalloc((site->ndevices + 1) * sizeof *devs);
     const char **ios = (const char **)zmalloc((site->nioservers + 1) * sizeof *ios);

@@ -27,7 +27,10 @@ def decode_updates(pb, msg, now):
     """The Update list of a BrokerMsg as Update objects (value None when the
     broker has none; timestamps absolute)."""
     out = []
+    prev = None
     for u in msg.updates:
+        reason = prev if u.same_reason else (u.reason if u.HasField("reason") else None)
+        prev = reason
         if u.HasField("integer"):
             value = u.integer
         elif u.HasField("number"):
@@ -35,8 +38,7 @@ def decode_updates(pb, msg, now):
         else:
             value = None
         ts = msg.base_ts + u.ts
-        out.append(Update(now, u.tag_id, value, u.quality, ts,
-                          u.reason if u.HasField("reason") else None))
+        out.append(Update(now, u.tag_id, value, u.quality, ts, reason))
     return out
 
 

@@ -185,7 +185,10 @@ def test_page_unknown_tags_answered_not_found(env):
     assert time.monotonic() - t0 < 2.0
     ex = c.request(kind=H.pb.ClientRequest.EXISTS, names=["NOPE.1", p.tags["d1"][0]])
     assert list(ex.found) == [False, True]
-    rs = c.request(kind=H.pb.ClientRequest.RESOLVE, names=[p.tags["d1"][0], "NOPE.1"])
+    # (a resolver that just started answers once its I/O servers registered)
+    rs = wait_until(lambda: (lambda r: r if r.ioservers[0] else None)(
+        c.request(kind=H.pb.ClientRequest.RESOLVE, names=[p.tags["d1"][0], "NOPE.1"])), 10,
+        what="the broker knows the best offer")
     assert rs.tag_ids[0] > 0 and rs.tag_ids[1] == 0
     assert list(rs.ioservers) == ["io1", ""]
 
@@ -401,6 +404,8 @@ def test_redis_keys_of_resolver_and_broker(env):
     assert any(k.startswith("screen7@") and v == "pages=1 tags=3" for k, v in clients.items())
     assert r.hget("scada:%s:resolver:offers" % env.site_name, "d1") == "io1"
     # scadactl status renders them.
+    wait_until(lambda: "tags polled 3" in env.scadactl(p.site, "status").stdout, 5,
+               what="status shows the polled tags")
     out = env.scadactl(p.site, "status")
     assert out.returncode == 0, out.stderr
     assert "resolver            running" in out.stdout, out.stdout
