@@ -77,7 +77,7 @@ def write_site(path, site_name, nsilent, live_base, pub, ctl, redis_port, devsim
     w("devsim: {control: \"%s\"}\n" % devsim_ctl)
     w("ioservers:\n")
     w("  - {name: io1, publish: \"%s\", control: \"%s\", connect_window: %d,\n"
-      "     connect_timeout_ms: %d, reconnect_min_ms: %d}\n"
+      "     connect_timeout_ms: %d, reconnect_min_ms: %d, always_scan: true}\n"
       % (pub, ctl, WINDOW, CONNECT_TIMEOUT_MS, RECONNECT_MIN_MS))
     w("channels:\n")
     w("  - name: live\n    type: network\n    devices:\n")

@@ -55,7 +55,7 @@ def write_site(path, n, regs, scan_ms, dev_base, pub, ctl, redis_port, devsim_ct
     w("redis: {host: 127.0.0.1, port: %d}\n" % redis_port)
     w("devsim: {control: \"%s\"}\n" % devsim_ctl)
     w("ioservers:\n")
-    w("  - {name: io1, publish: \"%s\", control: \"%s\"}\n" % (pub, ctl))
+    w("  - {name: io1, publish: \"%s\", control: \"%s\", always_scan: true}\n" % (pub, ctl))
     w("channels:\n")
     w("  - name: plant\n    type: network\n    devices:\n")
     for d in range(n):
