@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Run the benchmarks (make bench) and print a summary.
 #
-#   bash bench/run.sh               every benchmark: throughput, reconnect, then pubsub
+#   bash bench/run.sh               every benchmark: throughput, reconnect, pubsub, alarm
 #   bash bench/run.sh throughput    one of them (extra arguments go to its script,
 #   bash bench/run.sh reconnect       e.g. bash bench/run.sh throughput --seconds 10,
 #   bash bench/run.sh pubsub          bash bench/run.sh pubsub --quick)
+#   bash bench/run.sh alarm
 #
 # Benchmarks are not tests: they print figures next to their anchor and
 # PASS/MISS next to the targets, and exit 0 either way. Each one's
@@ -15,11 +16,11 @@ py=/usr/bin/python3 # Debian's: pyzmq, protobuf, redis, yaml
 out=build/bench
 mkdir -p "$out"
 
-all=(throughput reconnect pubsub)
+all=(throughput reconnect pubsub alarm)
 if [ $# -gt 0 ]; then
   case "$1" in
-    throughput | reconnect | pubsub) names=("$1"); shift ;;
-    -h | --help) sed -n '2,11p' "$0"; exit 0 ;;
+    throughput | reconnect | pubsub | alarm) names=("$1"); shift ;;
+    -h | --help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "bench: unknown benchmark \"$1\" (expected: ${all[*]})" >&2; exit 2 ;;
   esac
 else
@@ -29,6 +30,9 @@ fi
 bins=(scada-ioserver scada-devsim)
 if [[ " ${names[*]} " == *" pubsub "* ]]; then
   bins+=(scada-resolver scada-broker scadactl)
+fi
+if [[ " ${names[*]} " == *" alarm "* ]]; then
+  bins+=(scada-resolver scada-broker scada-alarm)
 fi
 for b in "${bins[@]}"; do
   if [ ! -x "build/bin/$b" ]; then
@@ -92,6 +96,10 @@ for name in "${names[@]}"; do
           sed 's/^/  /'
         grep -E '^target:' "$out/$name.out" | sed 's/^/  /'
       fi
+      ;;
+    alarm)
+      echo "$name:"
+      grep -E '^(site:|alarm event|value update|alarm p99)' "$out/$name.out" | sed 's/^/  /'
       ;;
   esac
 done

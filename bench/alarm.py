@@ -16,7 +16,7 @@ value) to the moment a Python subscriber on this machine receives it:
   every tag.
 Both clocks are the same machine's CLOCK_REALTIME.
 
-    /usr/bin/python3 bench/alarm_latency.py [--seconds 20] [--devices 100] [--tags 100]
+    /usr/bin/python3 bench/alarm.py [--seconds 20] [--devices 100] [--tags 100]
 """
 import argparse
 import os
