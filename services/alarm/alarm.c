@@ -65,6 +65,9 @@ typedef struct {
     zsock_t *dealer;   //  STATE requests
     uint64_t last_seq; //  of its events: a gap means some were lost
     bool asked;        //  a STATE request is out
+    uint64_t state_id; //  id of the latest STATE request
+    int64_t answered;  //  mono ms of its latest answer (STATUS every ping)
+    void *comm;        //  s_alarm_t: IO.COMM, the I/O server does not answer
 } s_ios_t;
 
 struct _alarmsvc_t {
@@ -196,6 +199,10 @@ static void s_make_alarms(alarmsvc_t *self)
     if (site->alarm.device_alarms)
         for (size_t i = 0; i < site->nioservers; i++) {
             const char *io = site->ioservers[i].name;
+            al_format_id(id, sizeof id, io, AL_COMM);
+            snprintf(msg, sizeof msg, "I/O server %s does not answer", io);
+            s_alarm_new(self, id, SRC_SERVICE, io, &comm, site->alarm.comm_priority,
+                        site->alarm.comm_area, msg);
             for (size_t c = 0; c < site->nchannels; c++) {
                 site_channel_t *ch = &site->channels[c];
                 bool served = false;
@@ -455,9 +462,23 @@ static void s_ask_state(alarmsvc_t *self, s_ios_t *io)
     size_t len = scada__io_request__get_packed_size(&req);
     zframe_t *f = zframe_new(NULL, len);
     scada__io_request__pack(&req, zframe_data(f));
+    io->state_id = req.id;
     if (zframe_send(&f, io->dealer, ZFRAME_DONTWAIT) == 0)
         io->asked = true;
     else
+        zframe_destroy(&f);
+}
+
+//  STATUS every ping: an I/O server that stops answering raises IO.COMM.
+static void s_ask_status(alarmsvc_t *self, s_ios_t *io)
+{
+    Scada__IoRequest req = SCADA__IO_REQUEST__INIT;
+    req.id = ++self->requests;
+    req.kind = SCADA__IO_REQUEST__KIND__STATUS;
+    size_t len = scada__io_request__get_packed_size(&req);
+    zframe_t *f = zframe_new(NULL, len);
+    scada__io_request__pack(&req, zframe_data(f));
+    if (zframe_send(&f, io->dealer, ZFRAME_DONTWAIT) != 0)
         zframe_destroy(&f);
 }
 
@@ -517,6 +538,19 @@ static int s_on_state(zloop_t *loop, zsock_t *sock, void *arg)
         return 0;
     Scada__IoReply *rep = scada__io_reply__unpack(NULL, zframe_size(f), zframe_data(f));
     zframe_destroy(&f);
+    if (rep) {
+        //  It answers: it is there. Coming back after silence, its state is
+        //  asked for at once (what changed while it was away).
+        bool was_lost = io->comm && ((s_alarm_t *)io->comm)->al.active;
+        io->answered = mclock_mono_ms();
+        s_condition(self, (s_alarm_t *)io->comm, false, mclock_wall_ms());
+        if (was_lost)
+            s_ask_state(self, io);
+        if (rep->id != io->state_id) {
+            scada__io_reply__free_unpacked(rep, NULL);
+            return 0; //  a STATUS answer
+        }
+    }
     io->asked = false;
     if (!rep || rep->status != SCADA__IO_REPLY__STATUS__OK) {
         self->malformed += rep ? 0 : 1;
@@ -922,6 +956,13 @@ static int s_on_ping(zloop_t *loop, int timer_id, void *arg)
         if (!self->ios[i].asked || self->pings % STATE_EVERY_PING == 0)
             if (self->pings % STATE_EVERY_PING == 1 || !self->ios[i].last_seq)
                 s_ask_state(self, &self->ios[i]);
+    int64_t mono = mclock_mono_ms();
+    for (size_t i = 0; i < self->nios; i++) {
+        s_ios_t *io = &self->ios[i];
+        s_ask_status(self, io);
+        if (io->comm && mono - io->answered > 3 * (int64_t)self->site->ping_time_ms)
+            s_condition(self, (s_alarm_t *)io->comm, true, mclock_wall_ms());
+    }
     if (rzloop_connected(self->redis))
         s_redis_state(self, "running");
     return 0;
@@ -1041,6 +1082,10 @@ alarmsvc_t *alarmsvc_new(site_t *site, const char *name)
         zsock_set_rcvhwm(io->sub, 100000);
         zsock_set_subscribe(io->sub, "E");
         zsock_connect(io->sub, "%s", io->cfg->publish);
+        io->answered = mclock_mono_ms();
+        char id[300];
+        al_format_id(id, sizeof id, io->cfg->name, AL_COMM);
+        io->comm = zhashx_lookup(self->alarms, id); //  made by s_make_alarms
         io->dealer = zsock_new(ZMQ_DEALER);
         zsock_set_linger(io->dealer, 0);
         zsock_set_immediate(io->dealer, 1);

@@ -456,3 +456,22 @@ def test_ack_all_area_filters_and_redis(env):
     assert [e[1]["event"] for e in entries if e[1]["alarm"] == "Z0.A.HI"] == ["RAISE", "ACK"]
     wait_until(lambda: rd.hget(key, "unacked") == "1", 5, what="counts in Redis")
     assert rd.hget(key, "state") == "running"
+
+
+def test_ioserver_that_stops_answering_raises_its_comm_alarm(env):
+    s = Site(env, tags_per_dev=lambda d: [level_tag("Q.L")])
+    a = s.client()
+    wait_until(lambda: a.request(kind=H.pb.AlarmRequest.LIST).status == H.pb.AlarmReply.OK,
+               5, what="alarm service answers")
+    time.sleep(1.0)
+    assert "io1.COMM" not in a.active()
+    t0 = time.monotonic()
+    s.io.send(signal.SIGKILL)
+    wait_until(lambda: a.of("io1.COMM", t0, K("RAISE")), 4 * PING_MS / 1000.0 + 2,
+               what="io1.COMM raised")
+    raised = [t for t, e in a.events if e.alarm == "io1.COMM" and e.kind == K("RAISE")][-1]
+    assert raised - t0 <= 4 * PING_MS / 1000.0 + 0.5, raised - t0
+    assert a.active()["io1.COMM"].area == "comm"
+    s.io.stop()
+    s.io = env.start_ioserver(s.site, s.io_cfg)
+    wait_until(lambda: a.of("io1.COMM", t0, K("CLEAR")), 5, what="io1.COMM cleared")
