@@ -1089,6 +1089,42 @@ static int s_cmd_status(site_t *site)
         if (br)
             freeReplyObject(br);
     }
+    //  The alarm service: counts, and the unacknowledged alarms first.
+    redisReply *ar = (redisReply *)redisCommand(c, "HGETALL scada:%s:alarm", site->site);
+    const char *as = s_field(ar, "state");
+    if (s_json) {
+        printf("{\"alarm\":\"%s\"", as ? as : "absent");
+        const char *f[] = {"pid",     "alarms",         "active",        "unacked",
+                           "shelved", "out_of_service", "journal_errors"};
+        for (size_t k = 0; k < sizeof f / sizeof f[0]; k++)
+            if (s_field(ar, f[k]))
+                printf(",\"%s\":%s", f[k], s_field(ar, f[k]));
+        printf("}\n");
+    } else if (!as)
+        printf("alarm               absent (not running, or its key expired)\n");
+    else {
+        printf("alarm               %-8s pid %s  active %s  unacknowledged %s  shelved %s  broker "
+               "%s\n",
+               as, s_field(ar, "pid"), s_field(ar, "active"), s_field(ar, "unacked"),
+               s_field(ar, "shelved"), s_field(ar, "broker"));
+        redisReply *al = (redisReply *)redisCommand(c, "HGETALL scada:%s:alarm:active", site->site);
+        size_t shown = 0;
+        for (int pass = 0; pass < 2 && al && al->type == REDIS_REPLY_ARRAY; pass++)
+            for (size_t i = 0; i + 1 < al->elements && shown < 10; i += 2) {
+                const char *v = al->element[i + 1]->str;
+                bool unacked = v && strncmp(v, "UNACK_", 6) == 0;
+                if ((pass == 0) != unacked)
+                    continue;
+                printf("  %-32s %s\n", al->element[i]->str, v ? v : "");
+                shown++;
+            }
+        if (al && al->type == REDIS_REPLY_ARRAY && al->elements / 2 > shown)
+            printf("  ... %zu more (scadactl alarms)\n", al->elements / 2 - shown);
+        if (al)
+            freeReplyObject(al);
+    }
+    if (ar)
+        freeReplyObject(ar);
     redisFree(c);
     return rc;
 }

@@ -456,6 +456,10 @@ def test_ack_all_area_filters_and_redis(env):
     assert [e[1]["event"] for e in entries if e[1]["alarm"] == "Z0.A.HI"] == ["RAISE", "ACK"]
     wait_until(lambda: rd.hget(key, "unacked") == "1", 5, what="counts in Redis")
     assert rd.hget(key, "state") == "running"
+    # scadactl status: the alarm service and its unacknowledged alarms first.
+    out = env.scadactl(s.site, "status").stdout
+    assert "alarm               running" in out and "unacknowledged 1" in out, out
+    assert out.index("Z0.B.HI") < out.index("Z0.A.HI"), out
 
 
 def test_ioserver_that_stops_answering_raises_its_comm_alarm(env):
