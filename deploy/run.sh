@@ -53,6 +53,28 @@ stop() {
 }
 trap stop INT TERM
 
+# A service that is started again when it dies (not when run.sh stops it);
+# every restart is logged in the service's log and in run.log.
+supervise() { # name, command...
+  local name=$1; shift
+  (
+    child=0
+    trap 'kill -TERM $child 2>/dev/null; wait $child 2>/dev/null; exit 0' TERM INT
+    while true; do
+      "$@" >>"$run/logs/$name.log" 2>&1 &
+      child=$!
+      wait $child
+      rc=$?
+      msg="$(date -u +%Y-%m-%dT%H:%M:%S) run: $name (pid $child) exited with status $rc: restarting in 1 s"
+      echo "$msg" >>"$run/logs/$name.log"
+      echo "$msg" >>"$run/logs/run.log"
+      sleep 1
+    done
+  ) &
+  pids+=($!)
+  echo "run: started $name (restarted if it dies), log $run/logs/$name.log"
+}
+
 start() { # name, command...
   local name=$1; shift
   "$@" >>"$run/logs/$name.log" 2>&1 &
@@ -71,14 +93,14 @@ if [ "$demo" = 1 ] || [ "${SIM:-0}" = 1 ]; then
   start devsim "$bin/scada-devsim" --config "$site_file"
   sleep 0.5
 fi
-start resolver "$bin/scada-resolver" --config "$site_file"
+supervise resolver "$bin/scada-resolver" --config "$site_file"
 for io in $ioservers; do
-  start "$io" "$bin/scada-ioserver" --config "$site_file" --name "$io"
+  supervise "$io" "$bin/scada-ioserver" --config "$site_file" --name "$io"
 done
 for b in $brokers; do
-  start "$b" "$bin/scada-broker" --config "$site_file" --name "$b"
+  supervise "$b" "$bin/scada-broker" --config "$site_file" --name "$b"
 done
-start alarm "$bin/scada-alarm" --config "$site_file"
+supervise alarm "$bin/scada-alarm" --config "$site_file"
 
 if [ "$demo" = 1 ]; then
   # Two devices stop answering, as dead field devices do.
@@ -107,5 +129,10 @@ while true; do
   echo
   echo "alarms (scadactl --config $site_file alarms; ack ID to acknowledge):"
   "$bin/scadactl" --config "$site_file" --timeout 2000 alarms | head -n 12
+  if [ -s "$run/logs/run.log" ]; then
+    echo
+    echo "restarts (build/run/$site/logs/run.log):"
+    tail -n 3 "$run/logs/run.log"
+  fi
   sleep 3
 done

@@ -432,11 +432,15 @@ static void s_on_io_event(alarmsvc_t *self, const char *ioserver, Scada__Event *
         return;
     switch (e->kind) {
     case SCADA__EVENT__KIND__DEVICE_STATE:
-        if (e->device && e->has_device_state)
+        //  Online clears, offline or failed raises. Queued and connecting
+        //  say nothing yet (an I/O server that just started has not tried
+        //  its devices): the alarm keeps its state until the attempt ends.
+        if (e->device && e->has_device_state &&
+            (e->device_state == SCADA__DEVICE_STATE__ONLINE ||
+             e->device_state == SCADA__DEVICE_STATE__OFFLINE ||
+             e->device_state == SCADA__DEVICE_STATE__FAILED))
             s_condition(self, s_find(self, "%s.%s.COMM", ioserver, e->device),
-                        e->device_state == SCADA__DEVICE_STATE__OFFLINE ||
-                            e->device_state == SCADA__DEVICE_STATE__FAILED,
-                        now);
+                        e->device_state != SCADA__DEVICE_STATE__ONLINE, now);
         break;
     case SCADA__EVENT__KIND__IO_TIMEOUT_RAISE:
     case SCADA__EVENT__KIND__IO_TIMEOUT_CLEAR: {
