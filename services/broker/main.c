@@ -1,17 +1,29 @@
-/*  scada-broker: parse arguments and the site file, start the engine actor,
-    wait for a signal. Exit codes: 0 ok, 1 runtime failure, 2 bad usage or
-    bad site file. */
+/*  scada-broker: svcmain (parse arguments and the site file, run the engine
+    actor, wait for a signal) with the broker's engine. */
 #include "broker.h"
-#include "slog.h"
+#include "svcmain.h"
 
-#include <czmq.h>
-#include <getopt.h>
-#include <stdio.h>
-#include <stdlib.h>
-
-static void s_usage(FILE *out)
+static const char *s_default_name(const site_t *site)
 {
-    fprintf(out, "usage: scada-broker --config SITE.yaml [--name NAME] [--log-level "
+    return site_broker(site, NULL)->name;
+}
+
+static void *s_create(site_t *site, const char *name)
+{
+    return broker_new(site, name);
+}
+
+static void s_destroy(void *engine)
+{
+    broker_t *self = (broker_t *)engine;
+    broker_destroy(&self);
+}
+
+int main(int argc, char **argv)
+{
+    static const svcmain_t svc = {
+        .binary = "scada-broker",
+        .usage = "usage: scada-broker --config SITE.yaml [--name NAME] [--log-level "
                  "LEVEL]\n"
                  "\n"
                  "Serves clients pages of tags: subscriptions, first values, coalesced\n"
@@ -22,86 +34,10 @@ static void s_usage(FILE *out)
                  "first\n"
                  "                     under brokers:, or b1 on tcp://127.0.0.1:5700)\n"
                  "  --log-level LEVEL  debug, info (default), warn, error\n"
-                 "  --help             this text\n");
-}
-
-int main(int argc, char **argv)
-{
-    static struct option options[] = {{"config", required_argument, NULL, 'c'},
-                                      {"name", required_argument, NULL, 'n'},
-                                      {"log-level", required_argument, NULL, 'l'},
-                                      {"help", no_argument, NULL, 'h'},
-                                      {NULL, 0, NULL, 0}};
-    const char *config = NULL, *name = NULL;
-    int level = SLOG_INFO, opt;
-    while ((opt = getopt_long(argc, argv, "c:n:l:h", options, NULL)) != -1) {
-        switch (opt) {
-        case 'c':
-            config = optarg;
-            break;
-        case 'n':
-            name = optarg;
-            break;
-        case 'l':
-            level = slog_parse_level(optarg);
-            if (level < 0) {
-                fprintf(stderr, "scada-broker: --log-level: unknown level \"%s\"\n", optarg);
-                return 2;
-            }
-            break;
-        case 'h':
-            s_usage(stdout);
-            return 0;
-        default:
-            s_usage(stderr);
-            return 2;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "scada-broker: unexpected argument \"%s\"\n", argv[optind]);
-        s_usage(stderr);
-        return 2;
-    }
-    if (!config) {
-        fprintf(stderr, "scada-broker: --config is required\n");
-        s_usage(stderr);
-        return 2;
-    }
-    slog_init(name ? name : "broker", (slog_level_t)level);
-    char err[1024];
-    site_t *site = site_load(config, err, sizeof err);
-    if (!site) {
-        fprintf(stderr, "scada-broker: %s\n", err);
-        return 2;
-    }
-    if (!name)
-        name = site_broker(site, NULL)->name;
-    slog_init(name, (slog_level_t)level);
-    zsys_init();
-    zsys_set_linger(0);
-    broker_t *engine = broker_new(site, name);
-    if (!engine) {
-        site_destroy(&site);
-        return 1;
-    }
-    zactor_t *actor = zactor_new(broker_actor, engine);
-    int rc = 0;
-    //  The engine reports a fatal error as "FATAL"; signals end the wait.
-    zpoller_t *poller = zpoller_new(actor, NULL);
-    while (!zsys_interrupted) {
-        if (zpoller_wait(poller, 500)) {
-            char *msg = zstr_recv(actor);
-            if (msg && streq(msg, "FATAL"))
-                rc = 1;
-            zstr_free(&msg);
-            if (rc)
-                break;
-        }
-    }
-    zpoller_destroy(&poller);
-    zactor_destroy(&actor);
-    broker_destroy(&engine);
-    site_destroy(&site);
-    slog_info("stopped");
-    return rc;
+                 "  --help             this text\n",
+        .default_name = s_default_name,
+        .create = s_create,
+        .destroy = s_destroy,
+        .actor = broker_actor};
+    return svcmain(argc, argv, &svc);
 }

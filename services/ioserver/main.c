@@ -1,17 +1,32 @@
-/*  scada-ioserver: parse arguments and the site file, start the engine actor,
-    wait for a signal. Exit codes: 0 ok, 1 runtime failure, 2 bad usage or
-    bad site file. */
+/*  scada-ioserver: svcmain (parse arguments and the site file, run the engine
+    actor, wait for a signal) with the I/O server's engine. */
 #include "ioserver.h"
-#include "slog.h"
+#include "svcmain.h"
 
-#include <czmq.h>
-#include <getopt.h>
-#include <stdio.h>
-#include <stdlib.h>
-
-static void s_usage(FILE *out)
+static bool s_check_name(const site_t *site, const char *name, char *why, size_t len)
 {
-    fprintf(out, "usage: scada-ioserver --config SITE.yaml --name NAME [--log-level LEVEL]\n"
+    if (site_ioserver(site, name))
+        return true;
+    snprintf(why, len, "no I/O server named \"%s\" under ioservers", name);
+    return false;
+}
+
+static void *s_create(site_t *site, const char *name)
+{
+    return ioserver_new(site, name);
+}
+
+static void s_destroy(void *engine)
+{
+    ioserver_t *self = (ioserver_t *)engine;
+    ioserver_destroy(&self);
+}
+
+int main(int argc, char **argv)
+{
+    static const svcmain_t svc = {
+        .binary = "scada-ioserver",
+        .usage = "usage: scada-ioserver --config SITE.yaml --name NAME [--log-level LEVEL]\n"
                  "\n"
                  "Polls the Modbus devices of the site file whose `servers` name NAME,\n"
                  "publishes their values and events, and keeps its state in Redis.\n"
@@ -19,89 +34,11 @@ static void s_usage(FILE *out)
                  "  --config FILE      the site file (required)\n"
                  "  --name NAME        which I/O server of the site this is (required)\n"
                  "  --log-level LEVEL  debug, info (default), warn, error\n"
-                 "  --help             this text\n");
-}
-
-int main(int argc, char **argv)
-{
-    static struct option options[] = {{"config", required_argument, NULL, 'c'},
-                                      {"name", required_argument, NULL, 'n'},
-                                      {"log-level", required_argument, NULL, 'l'},
-                                      {"help", no_argument, NULL, 'h'},
-                                      {NULL, 0, NULL, 0}};
-    const char *config = NULL, *name = NULL;
-    int level = SLOG_INFO, opt;
-    while ((opt = getopt_long(argc, argv, "c:n:l:h", options, NULL)) != -1) {
-        switch (opt) {
-        case 'c':
-            config = optarg;
-            break;
-        case 'n':
-            name = optarg;
-            break;
-        case 'l':
-            level = slog_parse_level(optarg);
-            if (level < 0) {
-                fprintf(stderr, "scada-ioserver: --log-level: unknown level \"%s\"\n", optarg);
-                return 2;
-            }
-            break;
-        case 'h':
-            s_usage(stdout);
-            return 0;
-        default:
-            s_usage(stderr);
-            return 2;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "scada-ioserver: unexpected argument \"%s\"\n", argv[optind]);
-        s_usage(stderr);
-        return 2;
-    }
-    if (!config || !name) {
-        fprintf(stderr, "scada-ioserver: --config and --name are required\n");
-        s_usage(stderr);
-        return 2;
-    }
-    slog_init(name, (slog_level_t)level);
-    char err[1024];
-    site_t *site = site_load(config, err, sizeof err);
-    if (!site) {
-        fprintf(stderr, "scada-ioserver: %s\n", err);
-        return 2;
-    }
-    if (!site_ioserver(site, name)) {
-        fprintf(stderr, "scada-ioserver: %s: no I/O server named \"%s\" under ioservers\n", config,
-                name);
-        site_destroy(&site);
-        return 2;
-    }
-    zsys_init();
-    zsys_set_linger(0);
-    ioserver_t *engine = ioserver_new(site, name);
-    if (!engine) {
-        site_destroy(&site);
-        return 1;
-    }
-    zactor_t *actor = zactor_new(ioserver_actor, engine);
-    int rc = 0;
-    //  The engine reports a fatal error as "FATAL"; signals end the wait.
-    zpoller_t *poller = zpoller_new(actor, NULL);
-    while (!zsys_interrupted) {
-        if (zpoller_wait(poller, 500)) {
-            char *msg = zstr_recv(actor);
-            if (msg && streq(msg, "FATAL"))
-                rc = 1;
-            zstr_free(&msg);
-            if (rc)
-                break;
-        }
-    }
-    zpoller_destroy(&poller);
-    zactor_destroy(&actor);
-    ioserver_destroy(&engine);
-    site_destroy(&site);
-    slog_info("stopped");
-    return rc;
+                 "  --help             this text\n",
+        .name_required = true,
+        .check_name = s_check_name,
+        .create = s_create,
+        .destroy = s_destroy,
+        .actor = ioserver_actor};
+    return svcmain(argc, argv, &svc);
 }
