@@ -927,6 +927,16 @@ static const char *s_field(redisReply *r, const char *name)
     return NULL;
 }
 
+//  The numeric fields of a hash reply as JSON members (",\"f\":v" each).
+static void s_json_fields(redisReply *r, const char *const *fields, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        const char *v = s_field(r, fields[k]);
+        if (v)
+            printf(",\"%s\":%s", fields[k], v);
+    }
+}
+
 static int s_cmd_status(site_t *site)
 {
     struct timeval tv = {s_timeout_ms / 1000, (s_timeout_ms % 1000) * 1000};
@@ -958,11 +968,7 @@ static int s_cmd_status(site_t *site)
                            "tags_active",      "brokers"};
         if (s_json) {
             printf("{\"ioserver\":\"%s\",\"state\":\"%s\"", io->name, state ? state : "absent");
-            for (size_t k = 0; k < sizeof f / sizeof f[0]; k++) {
-                const char *v = s_field(r, f[k]);
-                if (v)
-                    printf(",\"%s\":%s", f[k], v);
-            }
+            s_json_fields(r, f, sizeof f / sizeof f[0]);
         } else if (!state)
             printf("ioserver %-10s absent (not running, or its key expired)\n", io->name);
         else
@@ -1052,9 +1058,7 @@ static int s_cmd_status(site_t *site)
         printf("{\"resolver\":\"%s\"", rs ? rs : "absent");
         const char *f[] = {"pid",     "ioservers_alive",       "ioservers_known", "brokers",
                            "devices", "devices_without_offer", "malformed"};
-        for (size_t k = 0; k < sizeof f / sizeof f[0]; k++)
-            if (s_field(r, f[k]))
-                printf(",\"%s\":%s", f[k], s_field(r, f[k]));
+        s_json_fields(r, f, sizeof f / sizeof f[0]);
         printf("}\n");
     } else if (!rs)
         printf("resolver            absent (not running, or its key expired)\n");
@@ -1075,9 +1079,7 @@ static int s_cmd_status(site_t *site)
             printf("{\"broker\":\"%s\",\"state\":\"%s\"", b->name, bs ? bs : "absent");
             const char *f[] = {"pid",       "clients",       "pages",    "tags_subscribed",
                                "failovers", "writes_failed", "malformed"};
-            for (size_t k = 0; k < sizeof f / sizeof f[0]; k++)
-                if (s_field(br, f[k]))
-                    printf(",\"%s\":%s", f[k], s_field(br, f[k]));
+            s_json_fields(br, f, sizeof f / sizeof f[0]);
             printf("}\n");
         } else if (!bs)
             printf("broker %-12s absent (not running, or its key expired)\n", b->name);
@@ -1096,9 +1098,7 @@ static int s_cmd_status(site_t *site)
         printf("{\"alarm\":\"%s\"", as ? as : "absent");
         const char *f[] = {"pid",     "alarms",         "active",        "unacked",
                            "shelved", "out_of_service", "journal_errors"};
-        for (size_t k = 0; k < sizeof f / sizeof f[0]; k++)
-            if (s_field(ar, f[k]))
-                printf(",\"%s\":%s", f[k], s_field(ar, f[k]));
+        s_json_fields(ar, f, sizeof f / sizeof f[0]);
         printf("}\n");
     } else if (!as)
         printf("alarm               absent (not running, or its key expired)\n");
