@@ -3,6 +3,7 @@
 */
 #include "alarms.h"
 
+#include "mclock.h"
 #include "scada.pb-c.h"
 
 #include <czmq.h>
@@ -243,4 +244,126 @@ int scadactl_alarm_action(const site_t *site, const char *cmd, const scadactl_al
         printf("nothing to %s\n", cmd);
     scada__alarm_reply__free_unpacked(reply, NULL);
     return rc;
+}
+
+//  --------------------------------------------------------------------------
+//  The alarm list of a live screen
+
+struct _scadactl_alarm_view_t {
+    const site_t *site;
+    zsock_t *sock;
+    Scada__AlarmReply *last; //  the newest LIST answer
+    int64_t asked;           //  when the outstanding LIST went out (0: none)
+    int64_t answered;        //  when the last answer came
+    uint64_t id;
+};
+
+scadactl_alarm_view_t *scadactl_alarm_view_new(const site_t *site)
+{
+    scadactl_alarm_view_t *self = (scadactl_alarm_view_t *)zmalloc(sizeof *self);
+    self->site = site;
+    self->sock = zsock_new(ZMQ_DEALER);
+    zsock_set_linger(self->sock, 0);
+    zsock_set_maxmsgsize(self->sock, 256 * 1024 * 1024);
+    zsock_set_sndhwm(self->sock, 4);
+    zsock_connect(self->sock, "%s", site->alarm.control);
+    return self;
+}
+
+void scadactl_alarm_view_destroy(scadactl_alarm_view_t **self_p)
+{
+    scadactl_alarm_view_t *self = *self_p;
+    if (!self)
+        return;
+    if (self->last)
+        scada__alarm_reply__free_unpacked(self->last, NULL);
+    zsock_destroy(&self->sock);
+    free(self);
+    *self_p = NULL;
+}
+
+bool scadactl_alarm_view_poll(scadactl_alarm_view_t *self)
+{
+    int64_t now = mclock_mono_ms();
+    bool changed = false;
+    while (zsock_events(self->sock) & ZMQ_POLLIN) {
+        zframe_t *in = zframe_recv(self->sock);
+        if (!in)
+            break;
+        Scada__AlarmReply *r = scada__alarm_reply__unpack(NULL, zframe_size(in), zframe_data(in));
+        zframe_destroy(&in);
+        if (!r)
+            continue;
+        if (r->id != self->id || r->status != SCADA__ALARM_REPLY__STATUS__OK) {
+            scada__alarm_reply__free_unpacked(r, NULL);
+            continue;
+        }
+        if (self->last)
+            scada__alarm_reply__free_unpacked(self->last, NULL);
+        self->last = r;
+        self->asked = 0;
+        self->answered = now;
+        changed = true;
+    }
+    //  Ask again 2 s after the last answer, or 2 s after an unanswered ask
+    //  (a restarted service lost it: the DEALER reconnects on its own).
+    if ((self->asked == 0 && now - self->answered >= 2000) ||
+        (self->asked && now - self->asked >= 2000)) {
+        Scada__AlarmRequest req = SCADA__ALARM_REQUEST__INIT;
+        req.kind = SCADA__ALARM_REQUEST__KIND__LIST;
+        req.id = ++self->id;
+        size_t len = scada__alarm_request__get_packed_size(&req);
+        zframe_t *frame = zframe_new(NULL, len);
+        scada__alarm_request__pack(&req, zframe_data(frame));
+        if (zframe_send(&frame, self->sock, ZMQ_DONTWAIT) < 0)
+            zframe_destroy(&frame);
+        self->asked = now;
+        if (self->asked - self->answered > 6000 && self->last) {
+            //  Nothing for three asks: do not show an old list as current.
+            scada__alarm_reply__free_unpacked(self->last, NULL);
+            self->last = NULL;
+            changed = true;
+        }
+    }
+    return changed;
+}
+
+static int s_urgency_cmp(const void *a, const void *b)
+{
+    const Scada__AlarmEvent *x = *(const Scada__AlarmEvent *const *)a;
+    const Scada__AlarmEvent *y = *(const Scada__AlarmEvent *const *)b;
+    uint32_t px = x->has_priority ? x->priority : 99, py = y->has_priority ? y->priority : 99;
+    if (px != py)
+        return px < py ? -1 : 1;
+    bool ux = x->state == SCADA__ALARM_STATE__UNACK_ACTIVE ||
+              x->state == SCADA__ALARM_STATE__UNACK_CLEARED;
+    bool uy = y->state == SCADA__ALARM_STATE__UNACK_ACTIVE ||
+              y->state == SCADA__ALARM_STATE__UNACK_CLEARED;
+    if (ux != uy)
+        return ux ? -1 : 1;
+    return x->ts_ms > y->ts_ms ? -1 : x->ts_ms < y->ts_ms ? 1 : 0;
+}
+
+void scadactl_alarm_view_print(scadactl_alarm_view_t *self, int max_rows)
+{
+    if (!self->last) {
+        printf("alarms: no answer from the alarm service at %s (is scada-alarm running?)\n",
+               self->site->alarm.control);
+        return;
+    }
+    size_t n = self->last->n_alarms, unacked = 0;
+    Scada__AlarmEvent **rows = (Scada__AlarmEvent **)zmalloc((n + 1) * sizeof *rows);
+    for (size_t i = 0; i < n; i++) {
+        rows[i] = self->last->alarms[i];
+        unacked += rows[i]->state == SCADA__ALARM_STATE__UNACK_ACTIVE ||
+                   rows[i]->state == SCADA__ALARM_STATE__UNACK_CLEARED;
+    }
+    qsort(rows, n, sizeof *rows, s_urgency_cmp);
+    printf("alarms: %zu in the list, %zu unacknowledged", n, unacked);
+    if (max_rows > 0 && (size_t)max_rows < n)
+        printf(" (the %d most urgent shown; scadactl alarms lists all)", max_rows);
+    printf("\n");
+    for (size_t i = 0; i < n && i < (size_t)max_rows; i++)
+        s_print_event(rows[i], false, false);
+    free(rows);
 }

@@ -28,6 +28,18 @@ int scadactl_alarms(const site_t *site, const scadactl_alarm_opts_t *opts);
 //  disable ID... (out of service); enable ID... (back in service).
 int scadactl_alarm_action(const site_t *site, const char *cmd, const scadactl_alarm_opts_t *opts);
 
+//  The active alarm list kept fresh without blocking, for a screen that also
+//  shows live values (watch --alarms): LIST is asked every 2 s on a DEALER,
+//  and the answer read whenever it is there.
+typedef struct _scadactl_alarm_view_t scadactl_alarm_view_t;
+scadactl_alarm_view_t *scadactl_alarm_view_new(const site_t *site);
+void scadactl_alarm_view_destroy(scadactl_alarm_view_t **self_p);
+//  Send and receive what is due; true when the list changed.
+bool scadactl_alarm_view_poll(scadactl_alarm_view_t *self);
+//  A heading and at most max_rows alarms, most urgent first (priority, then
+//  unacknowledged, then newest).
+void scadactl_alarm_view_print(scadactl_alarm_view_t *self, int max_rows);
+
 //  "90s", "15m", "2h", "1d", "500ms", "30" (seconds) -> ms; -1 if not a
 //  positive duration of at most a year.
 int scadactl_duration_ms(const char *text, uint64_t *ms);

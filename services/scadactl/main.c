@@ -15,6 +15,7 @@
     refused), 2 bad usage or bad site file.
 */
 #include "alarms.h"
+#include "ping.h"
 #include "iolog.h"
 #include "mclock.h"
 #include "scada.pb-c.h"
@@ -42,6 +43,7 @@ static const char *s_broker_name = NULL;
 static const char *s_endpoint = NULL; //  --endpoint: overrides the site's broker
 static long s_count = 0;              //  watch: stop after this many updates (0: never)
 static long s_duration_ms = 0;        //  watch: stop after this long (0: never)
+static bool s_watch_alarms = false;   //  watch: the alarm list under the table
 static scadactl_alarm_opts_t s_al;    //  alarm commands' options
 
 static void s_usage(FILE *out)
@@ -57,6 +59,8 @@ static void s_usage(FILE *out)
         "  write TAG VALUE   write a tag through the broker; prints ok or the reason it was\n"
         "                    refused (VALUE: a number, true/false or on/off)\n"
         "  status            I/O servers, devices and connect windows from Redis\n"
+        "  ping NAME...      is each process answering on its own socket (an I/O server or\n"
+        "                    broker name, resolver, alarm, devsim); exit 1 if one is not\n"
         "  tail [TAG...]     follow value changes and events of every I/O server (Ctrl-C stops)\n"
         "  iolog CHANNEL on|off   switch a channel's I/O log at run time\n"
         "  iolog CHANNEL --summary  reply times against deadlines, and advice\n"
@@ -79,6 +83,8 @@ static void s_usage(FILE *out)
         "  --direct          get, write: ask the I/O servers' control sockets, not a broker\n"
         "  --count N         watch: stop after N value updates\n"
         "  --duration MS     watch: stop after MS milliseconds\n"
+        "  --alarms          watch: the active alarm list under the values, most urgent\n"
+        "                    first (not on a terminal: a line when its counts change)\n"
         "  --help            this text\n"
         "\n"
         "quality: good, uncertain, bad-no-comm, bad-config, bad-not-found, bad-device.\n"
@@ -394,6 +400,7 @@ typedef struct {
     bool tty;           //  watch: draw a table
     bool dirty;         //  watch: redraw due
     const s_target_t *target;
+    scadactl_alarm_view_t *alarms; //  watch --alarms: the alarm list under the table
 } s_view_t;
 
 static int s_view_init(s_view_t *view, int argc, char **argv, const s_target_t *t)
@@ -601,6 +608,10 @@ static void s_watch_draw(const s_view_t *view)
                row->answered && row->reason ? row->reason : "");
     }
     printf("\n%ld update%s. Ctrl-C stops.\n", view->updates, view->updates == 1 ? "" : "s");
+    if (view->alarms) {
+        printf("\n");
+        scadactl_alarm_view_print(view->alarms, 12);
+    }
     fflush(stdout);
 }
 
@@ -693,6 +704,8 @@ static int s_cmd_watch(site_t *site, int argc, char **argv)
         return 1;
     }
     view.tty = isatty(STDOUT_FILENO) && !s_json;
+    if (s_watch_alarms)
+        view.alarms = scadactl_alarm_view_new(site);
     scada_client_set_event_handler(c, s_watch_on_event, &view);
     int64_t start = mclock_mono_ms();
     int64_t drawn = 0;
@@ -710,6 +723,14 @@ static int s_cmd_watch(site_t *site, int argc, char **argv)
             wait = start + s_duration_ms - now;
         if (scada_client_wait(c, wait > 0 ? (int)wait : 1) < 0)
             break; //  Ctrl-C
+        if (view.alarms && scadactl_alarm_view_poll(view.alarms)) {
+            view.dirty = true;
+            if (!view.tty) {
+                printf("# ");
+                scadactl_alarm_view_print(view.alarms, 0);
+                fflush(stdout);
+            }
+        }
         now = mclock_mono_ms();
         if (!view.heard && !warned && now - start >= s_timeout_ms) {
             if (!view.tty)
@@ -727,6 +748,7 @@ static int s_cmd_watch(site_t *site, int argc, char **argv)
     int rc = view.heard ? 0 : 1;
     if (!view.heard && (!warned || view.tty))
         s_no_answer(&t, "watch", "");
+    scadactl_alarm_view_destroy(&view.alarms);
     s_view_destroy(&view);
     scada_client_destroy(&c);
     return rc;
@@ -972,7 +994,7 @@ static int s_cmd_status(site_t *site)
         } else if (!state)
             printf("ioserver %-10s absent (not running, or its key expired)\n", io->name);
         else
-            printf("ioserver %-10s %-8s pid %s  devices %s/%s online  connect window %s in "
+            printf("ioserver %-10s %-8s pid %s  devices %s/%s online  connect window %s/%s in "
                    "flight, %s queued  tags polled %s%s\n",
                    io->name, state, s_field(r, "pid"), s_field(r, "devices_online"),
                    s_field(r, "devices_total"), s_field(r, "connect_in_flight"),
@@ -1144,7 +1166,8 @@ enum {
     OPT_HISTORY,
     OPT_LIMIT,
     OPT_USER,
-    OPT_COMMENT
+    OPT_COMMENT,
+    OPT_ALARMS
 };
 
 static const struct option s_options[] = {{"config", required_argument, NULL, 'c'},
@@ -1163,6 +1186,7 @@ static const struct option s_options[] = {{"config", required_argument, NULL, 'c
                                           {"limit", required_argument, NULL, OPT_LIMIT},
                                           {"user", required_argument, NULL, OPT_USER},
                                           {"comment", required_argument, NULL, OPT_COMMENT},
+                                          {"alarms", no_argument, NULL, OPT_ALARMS},
                                           {NULL, 0, NULL, 0}};
 
 //  A whole number in [lo, hi] for option `name`; -1 (message printed) if not.
@@ -1219,6 +1243,9 @@ static int s_parse_options(int argc, char **argv, const char **config)
         case OPT_DURATION:
             if ((s_duration_ms = s_number("duration", optarg, 1, 1000000000L, "ms")) < 0)
                 return 2;
+            break;
+        case OPT_ALARMS:
+            s_watch_alarms = true;
             break;
         case OPT_AREA:
         case OPT_ALL_AREA:
@@ -1319,7 +1346,7 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *cmd = argv[optind];
-    static const char *known[] = {"status", "get", "watch", "write", "tail", "iolog"};
+    static const char *known[] = {"status", "get", "watch", "write", "tail", "iolog", "ping"};
     bool ok = s_alarm_cmd(cmd);
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
         ok = ok || streq(cmd, known[i]);
@@ -1345,8 +1372,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "scadactl %s: --direct applies to get and write only\n", cmd);
         return 2;
     }
-    if ((s_count || s_duration_ms) && !streq(cmd, "watch")) {
-        fprintf(stderr, "scadactl %s: --count and --duration apply to watch only\n", cmd);
+    if ((s_count || s_duration_ms || s_watch_alarms) && !streq(cmd, "watch")) {
+        fprintf(stderr, "scadactl %s: --count, --duration and --alarms apply to watch only\n", cmd);
         return 2;
     }
     if ((s_broker_name || s_endpoint) && s_direct) {
@@ -1356,6 +1383,11 @@ int main(int argc, char **argv)
     }
     if ((streq(cmd, "get") || streq(cmd, "watch")) && nargs < 1) {
         fprintf(stderr, "scadactl %s: name at least one tag\n", cmd);
+        return 2;
+    }
+    if (streq(cmd, "ping") && nargs < 1) {
+        fprintf(stderr, "scadactl ping: name at least one process (io1, b1, resolver, alarm, "
+                        "devsim)\n");
         return 2;
     }
     if (s_alarm_cmd(cmd) && (rc = s_alarm_args(cmd, nargs, args)) >= 0)
@@ -1395,6 +1427,8 @@ int main(int argc, char **argv)
         rc = s_direct ? s_cmd_write_direct(site, args, value) : s_cmd_write(site, args[0], value);
     else if (streq(cmd, "iolog"))
         rc = s_cmd_iolog(site, nargs, args);
+    else if (streq(cmd, "ping"))
+        rc = scadactl_ping(site, (const char *const *)args, (size_t)nargs, s_timeout_ms, s_json);
     else if (streq(cmd, "alarms"))
         rc = scadactl_alarms(site, &s_al);
     else if (s_alarm_cmd(cmd))
