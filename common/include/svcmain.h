@@ -1,7 +1,7 @@
 /*  svcmain: the main() every service binary shares.
 
-    Parses --config FILE, --name NAME, --log-level LEVEL and --help, loads
-    and checks the site file, creates the engine, runs it as an actor and
+    Parses --config FILE, --name NAME, --log-level LEVEL, --check and --help,
+    loads and checks the site file (--check: then says so and exits 0), creates the engine, runs it as an actor and
     waits for SIGINT/SIGTERM (or "FATAL" from the engine). Exit codes: 0 ok,
     1 runtime failure (the engine could not start, or said FATAL), 2 bad
     usage or bad site file. Messages start with the binary's name.

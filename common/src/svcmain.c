@@ -13,11 +13,16 @@ int svcmain(int argc, char **argv, const svcmain_t *svc)
                                       {"name", required_argument, NULL, 'n'},
                                       {"log-level", required_argument, NULL, 'l'},
                                       {"help", no_argument, NULL, 'h'},
+                                      {"check", no_argument, NULL, 'k'},
                                       {NULL, 0, NULL, 0}};
     const char *config = NULL, *name = NULL;
     int level = SLOG_INFO, opt;
+    bool check = false;
     while ((opt = getopt_long(argc, argv, "c:n:l:h", options, NULL)) != -1) {
         switch (opt) {
+        case 'k':
+            check = true;
+            break;
         case 'c':
             config = optarg;
             break;
@@ -70,6 +75,13 @@ int svcmain(int argc, char **argv, const svcmain_t *svc)
     if (!name) {
         name = svc->default_name(site);
         slog_init(name, (slog_level_t)level);
+    }
+    if (check) {
+        printf("%s: %s: site %s is good for %s (%zu I/O servers, %zu channels, %zu tags)\n",
+               svc->binary, config, site->site, name, site->nioservers, site->nchannels,
+               site->ntags);
+        site_destroy(&site);
+        return 0;
     }
     zsys_init();
     zsys_set_linger(0);

@@ -32,6 +32,7 @@ int main(int argc, char **argv)
                  "  --config FILE      the site file (required)\n"
                  "  --name NAME        a name for logs (default alarm)\n"
                  "  --log-level LEVEL  debug, info (default), warn, error\n"
+                 "  --check            check the site file (and the name), say so and exit\n"
                  "  --help             this text\n",
         .default_name = s_default_name,
         .create = s_create,

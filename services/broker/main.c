@@ -34,6 +34,7 @@ int main(int argc, char **argv)
                  "first\n"
                  "                     under brokers:, or b1 on tcp://127.0.0.1:5700)\n"
                  "  --log-level LEVEL  debug, info (default), warn, error\n"
+                 "  --check            check the site file (and the name), say so and exit\n"
                  "  --help             this text\n",
         .default_name = s_default_name,
         .create = s_create,

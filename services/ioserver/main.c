@@ -34,6 +34,7 @@ int main(int argc, char **argv)
                  "  --config FILE      the site file (required)\n"
                  "  --name NAME        which I/O server of the site this is (required)\n"
                  "  --log-level LEVEL  debug, info (default), warn, error\n"
+                 "  --check            check the site file (and the name), say so and exit\n"
                  "  --help             this text\n",
         .name_required = true,
         .check_name = s_check_name,
