@@ -24,12 +24,13 @@
 #include <math.h>
 #include <unistd.h>
 
-#define TICK_MS          10
-#define PAGE_TAGS        10000 //  alarm tags per broker page
-#define HISTORY_DEFAULT  100
-#define HISTORY_MAX      100000
-#define STREAM_MAXLEN    100000 //  Redis stream of events, approximately
-#define STATE_EVERY_PING 5      //  ask the I/O servers for their state every 5 pings
+#define TICK_MS           10
+#define PAGE_TAGS         10000 //  alarm tags per broker page
+#define HISTORY_DEFAULT   100
+#define HISTORY_MAX       100000
+#define STREAM_MAXLEN     100000 //  Redis stream of events, approximately
+#define STATE_EVERY_PING  5      //  ask the I/O servers for their state every 5 pings
+#define ACTIVE_EVERY_PING 10     //  rewrite the Redis active list whole every 10 pings
 
 typedef enum { SRC_TAG = 0, SRC_DEVICE, SRC_LINK, SRC_SERVICE } s_src_t;
 
@@ -91,7 +92,10 @@ struct _alarmsvc_t {
     uint64_t seq;
     int64_t started_wall;
     uint64_t pings;
-    char *prefix; //  scada:<site>:alarm
+    char *prefix;             //  scada:<site>:alarm
+    char *active_key;         //  scada:<site>:alarm:active
+    bool active_dirty;        //  a command to the active list was dropped
+    int64_t active_refreshed; //  mono ms the active list's TTL was last set
     //  Counters
     uint64_t events, journal_errors, malformed, requests, values, ioserver_events;
     int64_t journal_error_logged;
@@ -282,19 +286,101 @@ static void s_fill_event(alarmsvc_t *self, Scada__AlarmEvent *ev, const s_alarm_
     }
 }
 
+//  TTL of the Redis keys but the event stream: 3 ping times, at least 1 s,
+//  refreshed every ping.
+static int64_t s_ttl_ms(alarmsvc_t *self)
+{
+    int64_t ttl = 3 * (int64_t)self->site->ping_time_ms;
+    return ttl < 1000 ? 1000 : ttl;
+}
+
+//  An alarm is on the active list unless it is normal, in service and not
+//  shelved.
+static bool s_listed(const s_alarm_t *a)
+{
+    return a->al.state != AL_NORMAL || a->al.shelved || a->al.out_of_service;
+}
+
+//  Its value on the active list: "STATE pPRIORITY AREA [SHELVED]
+//  [OUT_OF_SERVICE] MESSAGE".
+static void s_active_value(const s_alarm_t *a, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s p%d %s%s%s %s", al_state_name(a->al.state), a->priority, a->area,
+             a->al.shelved ? " SHELVED" : "", a->al.out_of_service ? " OUT_OF_SERVICE" : "",
+             a->message);
+}
+
+//  One alarm's entry on the active list, after an event of it.
 static void s_redis_active(alarmsvc_t *self, s_alarm_t *a)
 {
     if (!rzloop_connected(self->redis))
         return;
-    if (a->al.state == AL_NORMAL && !a->al.shelved && !a->al.out_of_service)
-        rzloop_command(self->redis, "HDEL %s:active %s", self->prefix, a->id);
+    int rc;
+    if (!s_listed(a))
+        rc = rzloop_command(self->redis, "HDEL %s %s", self->active_key, a->id);
     else {
         char val[768];
-        snprintf(val, sizeof val, "%s p%d %s%s%s %s", al_state_name(a->al.state), a->priority,
-                 a->area, a->al.shelved ? " SHELVED" : "",
-                 a->al.out_of_service ? " OUT_OF_SERVICE" : "", a->message);
-        rzloop_command(self->redis, "HSET %s:active %s %s", self->prefix, a->id, val);
+        s_active_value(a, val, sizeof val);
+        rc = rzloop_command(self->redis, "HSET %s %s %s", self->active_key, a->id, val);
+        //  The HSET may have made the key: it has its TTL at once, not at
+        //  the next ping (a kill -9 meanwhile would leave it for ever).
+        if (rc == 0)
+            rc = rzloop_command(self->redis, "PEXPIRE %s %lld", self->active_key,
+                                (long long)s_ttl_ms(self));
     }
+    if (rc != 0)
+        self->active_dirty = true; //  dropped: rewritten whole at the next ping
+}
+
+//  The active list whole, in one command: a script deletes the key and
+//  writes every listed alarm with the TTL, so a reader never sees it half
+//  written and it never exists without its TTL. HSET takes 1,000 pairs at
+//  a time (Lua's unpack has a stack limit).
+static const char *s_active_script =
+    "redis.call('DEL', KEYS[1]) "
+    "for i = 2, #ARGV, 2000 do "
+    "redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 1999, #ARGV))) "
+    "end "
+    "if #ARGV > 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end "
+    "return (#ARGV - 1) / 2";
+
+static void s_redis_active_all(alarmsvc_t *self)
+{
+    if (!rzloop_connected(self->redis))
+        return;
+    size_t n = 0;
+    for (size_t i = 0; i < self->nall; i++)
+        n += s_listed(self->all[i]);
+    //  EVAL script 1 key ttl id value id value ...
+    size_t argc = 5 + 2 * n;
+    const char **argv = (const char **)zmalloc(argc * sizeof *argv);
+    size_t *lens = (size_t *)zmalloc(argc * sizeof *lens);
+    char ttl[32];
+    snprintf(ttl, sizeof ttl, "%lld", (long long)s_ttl_ms(self));
+    argv[0] = "EVAL";
+    argv[1] = s_active_script;
+    argv[2] = "1";
+    argv[3] = self->active_key;
+    argv[4] = ttl;
+    size_t k = 5;
+    for (size_t i = 0; i < self->nall; i++) {
+        s_alarm_t *a = self->all[i];
+        if (!s_listed(a))
+            continue;
+        char val[768];
+        s_active_value(a, val, sizeof val);
+        argv[k++] = a->id;
+        argv[k++] = strdup(val);
+    }
+    for (size_t i = 0; i < argc; i++)
+        lens[i] = strlen(argv[i]);
+    int rc = rzloop_command_argv(self->redis, (int)argc, argv, lens);
+    for (size_t i = 6; i < argc; i += 2)
+        free((char *)argv[i]);
+    free(argv);
+    free(lens);
+    self->active_dirty = rc != 0;
+    self->active_refreshed = mclock_mono_ms();
 }
 
 //  One event of alarm a: numbered, journaled, published, mirrored to Redis.
@@ -615,11 +701,6 @@ static void s_reply_error(alarmsvc_t *self, zframe_t *rid, uint64_t id, const ch
     s_reply(self, rid, &rep);
 }
 
-static bool s_listed(const s_alarm_t *a)
-{
-    return a->al.state != AL_NORMAL || a->al.shelved || a->al.out_of_service;
-}
-
 static bool s_matches(const s_alarm_t *a, const Scada__AlarmRequest *req)
 {
     if (req->area && *req->area && !streq(req->area, a->area))
@@ -912,20 +993,35 @@ static void s_redis_state(alarmsvc_t *self, const char *state)
                    (unsigned long long)self->events, (unsigned long long)self->seq,
                    self->journal_path, (unsigned long long)self->journal_errors,
                    (unsigned long long)self->malformed, self->blind ? "lost" : "up");
-    rzloop_command(self->redis, "PEXPIRE %s %lld", self->prefix,
-                   (long long)(3 * (int64_t)self->site->ping_time_ms));
+    rzloop_command(self->redis, "PEXPIRE %s %lld", self->prefix, (long long)s_ttl_ms(self));
+}
+
+//  Every ping: the summary, and the active list's TTL. The list is
+//  rewritten whole when it may be wrong or gone: a command to it was
+//  dropped, or this refresh comes late (the key may have expired meanwhile),
+//  and every ACTIVE_EVERY_PING pings, since a key deleted or evicted behind
+//  our back cannot be asked about (rzloop reads no replies).
+static void s_redis_refresh(alarmsvc_t *self)
+{
+    if (!rzloop_connected(self->redis))
+        return;
+    int64_t now = mclock_mono_ms();
+    int64_t ttl = s_ttl_ms(self);
+    if (self->active_dirty || 2 * (now - self->active_refreshed) >= ttl ||
+        self->pings % ACTIVE_EVERY_PING == 0)
+        s_redis_active_all(self);
+    else {
+        rzloop_command(self->redis, "PEXPIRE %s %lld", self->active_key, (long long)ttl);
+        self->active_refreshed = now;
+    }
+    s_redis_state(self, "running");
 }
 
 static void s_on_redis_connect(rzloop_t *redis, void *arg)
 {
+    //  Redis (re)started or came back: everything, the active list whole.
     alarmsvc_t *self = (alarmsvc_t *)arg;
-    //  The active list, whole.
-    char key[512];
-    snprintf(key, sizeof key, "%s:active", self->prefix);
-    rzloop_command(self->redis, "DEL %s", key);
-    for (size_t i = 0; i < self->nall; i++)
-        if (s_listed(self->all[i]))
-            s_redis_active(self, self->all[i]);
+    s_redis_active_all(self);
     s_redis_state(self, "running");
 }
 
@@ -967,8 +1063,7 @@ static int s_on_ping(zloop_t *loop, int timer_id, void *arg)
         if (io->comm && mono - io->answered > 3 * (int64_t)self->site->ping_time_ms)
             s_condition(self, (s_alarm_t *)io->comm, true, mclock_wall_ms());
     }
-    if (rzloop_connected(self->redis))
-        s_redis_state(self, "running");
+    s_redis_refresh(self);
     return 0;
 }
 
@@ -1029,6 +1124,7 @@ alarmsvc_t *alarmsvc_new(site_t *site, const char *name)
     self->site = site;
     self->name = strdup(name);
     self->prefix = zsys_sprintf("scada:%s:alarm", site->site);
+    self->active_key = zsys_sprintf("scada:%s:alarm:active", site->site);
     self->started_wall = mclock_wall_ms();
     self->alarms = zhashx_new();
     zhashx_set_destructor(self->alarms, s_alarm_free);
@@ -1134,6 +1230,7 @@ void alarmsvc_destroy(alarmsvc_t **self_p)
     free(self->by_tag);
     free(self->journal_path);
     zstr_free(&self->prefix);
+    zstr_free(&self->active_key);
     free(self->name);
     free(self);
     *self_p = NULL;

@@ -2484,6 +2484,8 @@ void ioserver_actor(zsock_t *pipe, void *engine)
             snprintf(key, sizeof key, "%s:device:%s", self->prefix, dev->cfg->name);
             rzloop_command(self->redis, "HSET %s state offline last_error %s", key,
                            "I/O server stopped");
+            //  A key that had gone is made again by the HSET: it expires too.
+            rzloop_command(self->redis, "PEXPIRE %s %lld", key, (long long)s_ttl_ms(self));
         }
         rzloop_flush(self->redis, 1000);
     }

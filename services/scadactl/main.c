@@ -984,10 +984,12 @@ static int s_cmd_status(site_t *site)
             break;
         }
         const char *state = s_field(r, "state");
-        const char *f[] = {"devices_online",   "devices_total",    "connect_in_flight",
-                           "connect_queued",   "connect_starved",  "dead_probe_lag_ms",
-                           "values_published", "connect_attempts", "pid",
-                           "tags_active",      "brokers"};
+        const char *f[] = {"devices_online",    "devices_total",
+                           "connect_in_flight", "connect_window",
+                           "connect_queued",    "connect_starved",
+                           "dead_probe_lag_ms", "values_published",
+                           "connect_attempts",  "pid",
+                           "tags_active",       "brokers"};
         if (s_json) {
             printf("{\"ioserver\":\"%s\",\"state\":\"%s\"", io->name, state ? state : "absent");
             s_json_fields(r, f, sizeof f / sizeof f[0]);
@@ -998,6 +1000,7 @@ static int s_cmd_status(site_t *site)
                    "flight, %s queued  tags polled %s%s\n",
                    io->name, state, s_field(r, "pid"), s_field(r, "devices_online"),
                    s_field(r, "devices_total"), s_field(r, "connect_in_flight"),
+                   s_field(r, "connect_window") ? s_field(r, "connect_window") : "?",
                    s_field(r, "connect_queued"),
                    s_field(r, "tags_active") ? s_field(r, "tags_active") : "?",
                    s_field(r, "connect_starved") && streq(s_field(r, "connect_starved"), "1")
