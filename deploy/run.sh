@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # make run: start a site as local processes and show it working.
 #
-#   deploy/run.sh                 the demo site: private redis-server, simulated
-#                                 plant (two devices silent), resolver, I/O
-#                                 servers io1 (primary) and io2 (standby), broker,
-#                                 alarm service
-#   deploy/run.sh path/site.yaml  a site of your own (no simulator unless SIM=1)
+#   deploy/run.sh                 the demo site (deploy/sites/demo.yaml): a
+#                                 private redis-server, the simulated plant,
+#                                 resolver, I/O servers io1 and io2, broker,
+#                                 alarm service; then a live page and the
+#                                 alarm list (scadactl watch --alarms)
+#   deploy/run.sh path/site.yaml  a site of your own; SIM=1 adds scada-devsim
 #
-# Everything runs under build/run/<site>/: logs, the Redis data directory.
-# Ctrl-C stops it all.
+# Environment: PAGE="TAG TAG ..." the tags to watch; RUN_SECONDS=N stop by
+# itself after N seconds (for scripts and tests).
+#
+# Everything runs under build/run/<site>/: the Redis data directory and the
+# logs, one per process (logs/<name>.log) and all of them together with each
+# line prefixed by its process (logs/site.log). A service that dies is started
+# again a second later, and the restart is logged. Ctrl-C stops everything.
 set -u
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=$here/build/bin
@@ -21,10 +27,16 @@ fi
 [ -f "$site_file" ] || { echo "run: no site file $site_file" >&2; exit 2; }
 site_file=$(cd "$(dirname "$site_file")" && pwd)/$(basename "$site_file")
 
-# Names we need from the site file (validated again by every binary).
+# The whole file is checked first, the way every process reads it: a bad
+# site file stops here with the file, line and key, not in a restart loop.
+"$bin/scada-resolver" --config "$site_file" --check >/dev/null || exit 2
+# Names we need from the site file (${VAR:-default} expanded as the processes do).
 eval "$(/usr/bin/python3 - "$site_file" <<'PY'
-import sys, yaml
-s = yaml.safe_load(open(sys.argv[1]))
+import os, re, sys, yaml
+text = open(sys.argv[1]).read()
+text = re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}",
+              lambda m: os.environ.get(m.group(1)) or (m.group(2) or ""), text)
+s = yaml.safe_load(text)
 r = s.get("redis") or {}
 print("site=%s" % s.get("site", "site"))
 print("redis_host=%s" % r.get("host", "127.0.0.1"))
@@ -33,41 +45,74 @@ print("ioservers='%s'" % " ".join(i["name"] for i in s.get("ioservers", [])))
 print("brokers='%s'" % " ".join(b["name"] for b in (s.get("brokers") or [{"name": "b1"}])))
 tags = [t["name"] for c in s.get("channels", []) for d in c.get("devices") or []
         for t in (d.get("tags") or [])]
-print("page='%s'" % " ".join(tags[:16]))
+print("first_tags='%s'" % " ".join(tags[:16]))
 PY
-)"
+)" || { echo "run: cannot read $site_file" >&2; exit 2; }
+if [ "$demo" = 1 ]; then
+  # A page across the plant: healthy PLCs, a silent one, outstations served
+  # by io1 and by io2, a dead and a mute one, and the flapping leased line.
+  page=${PAGE:-"PLC01.LEVEL PLC01.TEMP PLC03.PRESSURE PLC07.POWER_KW PLC11.LEVEL
+    RTU001.PRESSURE RTU002.PRESSURE RTU003.FLOW RTU016.PRESSURE RTU023.PRESSURE
+    L7.RTU1.LEVEL L7.RTU2.LEVEL"}
+else
+  page=${PAGE:-$first_tags}
+fi
 run=$here/build/run/$site
-mkdir -p "$run/logs" "$run/redis"
+mkdir -p "$run/logs" "$run/redis" "$run/pids"
+: >"$run/logs/site.log"
 pids=()
+
+say() { echo "$(date -u +%Y-%m-%dT%H:%M:%S) run: $*" | tee -a "$run/logs/run.log" >>"$run/logs/site.log"; }
 
 stop() {
   trap - INT TERM
   echo
   echo "run: stopping"
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
-  sleep 1
-  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
+  # The supervisors, and the services themselves (a supervisor between two
+  # starts has none, and one killed by force must not leave its service).
+  local all=("${pids[@]}")
+  for f in "$run"/pids/*; do [ -f "$f" ] && all+=("$(cat "$f")"); done
+  for p in "${all[@]}"; do kill -TERM "$p" 2>/dev/null; done
+  for _ in $(seq 30); do
+    alive=0
+    for p in "${all[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  for p in "${all[@]}"; do kill -KILL "$p" 2>/dev/null; done
+  rm -rf "$run/pids"
   wait 2>/dev/null
+  say "stopped"
   echo "run: stopped; logs in $run/logs"
   exit 0
 }
 trap stop INT TERM
 
-# A service that is started again when it dies (not when run.sh stops it);
-# every restart is logged in the service's log and in run.log.
+# Output of a process: to its own log, and prefixed with its name to site.log.
+launch() { # name, command...: runs it in the background; $! is its pid
+  local name=$1; shift
+  "$@" > >(tee -a "$run/logs/$name.log" | sed -u "s/^/$(printf '%-8s' "$name")| /" >>"$run/logs/site.log") 2>&1 &
+}
+
+# A service that is started again when it dies (not when run.sh stops it).
 supervise() { # name, command...
   local name=$1; shift
   (
     child=0
     trap 'kill -TERM $child 2>/dev/null; wait $child 2>/dev/null; exit 0' TERM INT
     while true; do
-      "$@" >>"$run/logs/$name.log" 2>&1 &
+      launch "$name" "$@"
       child=$!
+      echo "$child" >"$run/pids/$name"
       wait $child
       rc=$?
-      msg="$(date -u +%Y-%m-%dT%H:%M:%S) run: $name (pid $child) exited with status $rc: restarting in 1 s"
-      echo "$msg" >>"$run/logs/$name.log"
-      echo "$msg" >>"$run/logs/run.log"
+      if [ "$rc" = 2 ]; then
+        # Bad usage or site file: starting it again would fail the same way.
+        say "$name (pid $child) exited with status 2 (bad site file or usage): not restarted; see $run/logs/$name.log"
+        exit 2
+      fi
+      say "$name (pid $child) exited with status $rc: restarting in 1 s"
+      echo "$(date -u +%Y-%m-%dT%H:%M:%S) run: exited with status $rc: restarting in 1 s" >>"$run/logs/$name.log"
       sleep 1
     done
   ) &
@@ -75,23 +120,19 @@ supervise() { # name, command...
   echo "run: started $name (restarted if it dies), log $run/logs/$name.log"
 }
 
-start() { # name, command...
-  local name=$1; shift
-  "$@" >>"$run/logs/$name.log" 2>&1 &
-  pids+=($!)
-  echo "run: started $name (pid $!), log $run/logs/$name.log"
-}
-
 # A private redis-server unless one already answers on the site's port.
 if ! redis-cli -h "$redis_host" -p "$redis_port" ping >/dev/null 2>&1; then
-  start redis redis-server --port "$redis_port" --bind "$redis_host" --dir "$run/redis" \
+  launch redis redis-server --port "$redis_port" --bind "$redis_host" --dir "$run/redis" \
     --save "" --appendonly no --daemonize no
+  pids+=($!)
+  echo "$!" >"$run/pids/redis"
+  echo "run: started redis-server on $redis_host:$redis_port, log $run/logs/redis.log"
   for _ in $(seq 50); do redis-cli -h "$redis_host" -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 fi
 
 if [ "$demo" = 1 ] || [ "${SIM:-0}" = 1 ]; then
-  start devsim "$bin/scada-devsim" --config "$site_file"
-  sleep 0.5
+  supervise devsim "$bin/scada-devsim" --config "$site_file"
+  for _ in $(seq 50); do "$bin/scadactl" --config "$site_file" --timeout 200 ping devsim >/dev/null 2>&1 && break; done
 fi
 supervise resolver "$bin/scada-resolver" --config "$site_file"
 for io in $ioservers; do
@@ -101,38 +142,28 @@ for b in $brokers; do
   supervise "$b" "$bin/scada-broker" --config "$site_file" --name "$b"
 done
 supervise alarm "$bin/scada-alarm" --config "$site_file"
+say "site $site up: ${#pids[@]} processes"
 
-if [ "$demo" = 1 ]; then
-  # Two devices stop answering, as dead field devices do.
-  sleep 1
-  /usr/bin/python3 - <<'PY' || true
-import zmq
-ctx = zmq.Context()
-s = ctx.socket(zmq.REQ); s.setsockopt(zmq.RCVTIMEO, 2000); s.setsockopt(zmq.LINGER, 0)
-s.connect("tcp://127.0.0.1:5590")
-for dev in ("plc11", "plc12"):
-    s.send_string("silent %s" % dev); print("run: devsim: silent %s: %s" % (dev, s.recv_string()))
-PY
-fi
-
-echo "run: Ctrl-C stops everything"
+ctl() { "$bin/scadactl" --config "$site_file" "$@"; }
+cat <<TXT
+run: Ctrl-C stops everything. In another terminal:
+       $bin/scadactl --config $site_file status
+       $bin/scadactl --config $site_file alarms
+       tail -f $run/logs/site.log
+TXT
 sleep 2
-# The site overview, and a page of tags read through the broker (only
-# subscribed tags are polled: this page is what io1 polls).
-while true; do
-  clear 2>/dev/null || true
-  "$bin/scadactl" --config "$site_file" status
-  echo
-  echo "a page through the broker (scadactl --config $site_file get ...):"
-  # shellcheck disable=SC2086
-  "$bin/scadactl" --config "$site_file" --timeout 2000 get $page
-  echo
-  echo "alarms (scadactl --config $site_file alarms; ack ID to acknowledge):"
-  "$bin/scadactl" --config "$site_file" --timeout 2000 alarms | head -n 12
-  if [ -s "$run/logs/run.log" ]; then
-    echo
-    echo "restarts (build/run/$site/logs/run.log):"
-    tail -n 3 "$run/logs/run.log"
-  fi
+ctl status | head -n 40
+
+# shellcheck disable=SC2086
+if [ -t 1 ] && [ -z "${RUN_SECONDS:-}" ]; then
   sleep 3
-done
+  ctl watch --alarms $page
+  stop
+fi
+# Not on a terminal (or RUN_SECONDS): the value stream and alarm counts as lines.
+if [ -n "${RUN_SECONDS:-}" ]; then
+  ctl watch --alarms --duration "$((RUN_SECONDS * 1000))" $page
+else
+  ctl watch --alarms $page
+fi
+stop
