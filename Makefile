@@ -44,10 +44,13 @@ UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 
-.PHONY: all deps run test unit fuzz-smoke system bench clean format tools
+.PHONY: all bins deps run test unit fuzz-smoke system bench clean format tools compose-test
 .SECONDARY:
 
 all: $(BINS) $(UNIT_BINS)
+
+# The service binaries and scadactl only (what the container image needs).
+bins: $(BINS)
 
 deps:
 	@bash mk/deps.sh
@@ -109,6 +112,11 @@ test: deps
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory system
+
+# The demo site in containers, checked from outside (needs root: installs
+# and starts docker when missing). .ci/run runs it after `make test`.
+compose-test: deps
+	@bash tests/compose/run.sh
 
 run: deps
 	@$(MAKE) --no-print-directory all
