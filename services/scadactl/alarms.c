@@ -315,7 +315,7 @@ bool scadactl_alarm_view_poll(scadactl_alarm_view_t *self)
         size_t len = scada__alarm_request__get_packed_size(&req);
         zframe_t *frame = zframe_new(NULL, len);
         scada__alarm_request__pack(&req, zframe_data(frame));
-        if (zframe_send(&frame, self->sock, ZMQ_DONTWAIT) < 0)
+        if (zframe_send(&frame, self->sock, ZFRAME_DONTWAIT) < 0)
             zframe_destroy(&frame);
         self->asked = now;
         if (self->asked - self->answered > 6000 && self->last) {
