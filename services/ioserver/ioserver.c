@@ -52,6 +52,29 @@ typedef enum { DEV_DOWN = 0, DEV_CONNECTING, DEV_ONLINE } dev_conn_t;
 typedef struct _s_device_t s_device_t;
 typedef struct _s_link_t s_link_t;
 
+#define ADDRS_MAX 4 //  addresses of a host name tried in turn
+//  glibc's lookup threads (getaddrinfo_a) exit a second after their last
+//  lookup; until then they hold memory of their own.
+#define LOOKUP_LINGER_MS 1500
+
+//  One address of a link (IPv4 or IPv6).
+typedef struct {
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in;
+        struct sockaddr_in6 in6;
+    } u;
+    socklen_t len;
+} s_addr_t;
+
+//  A host name resolution in flight: what getaddrinfo_a reads and writes
+//  until it is done, so it lives on the heap until then.
+typedef struct {
+    struct gaicb cb;
+    struct addrinfo hints;
+    char service[8];
+} s_lookup_t;
+
 typedef struct {
     site_tag_t *cfg;
     s_device_t *dev;
@@ -124,10 +147,21 @@ struct _s_link_t {
     char name[160];   //  for logs: "device plc1" or "channel gw (gateway)"
     const char *host; //  as configured
     uint16_t port;
-    int cw_id; //  its entry in the connect window
-    struct sockaddr_storage addr;
-    socklen_t addrlen;
-    bool addr_ok;
+    int cw_id;    //  its entry in the connect window
+    bool addr_ok; //  it can be served: false only for a link its configuration rules out
+    //  Where to connect. A numeric address is parsed once at start; a host name
+    //  is resolved without blocking (getaddrinfo_a), at start and again after
+    //  every failed attempt or lost connection, and its attempts go to its
+    //  addresses in turn: the next one after a failed attempt.
+    s_addr_t addrs[ADDRS_MAX];
+    size_t naddrs; //  0: not known (name not resolved yet, or not resolvable)
+    size_t addr_next;
+    bool named;           //  host is a name, not a numeric address
+    s_lookup_t *lookup;   //  the resolution in flight, or NULL
+    int64_t lookup_since; //  when it started (mono ms)
+    int resolve_rc;       //  last outcome: 0, an EAI_* error; EAI_INPROGRESS before the first
+    bool wanted;          //  given to the connect window (a name: once resolved, or
+                          //  resolving for longer than a connect timeout)
     int fd;
     dev_conn_t conn;
     bool answered; //  something answered on this connection
@@ -162,8 +196,10 @@ struct _ioserver_t {
     int epfd; //  the link sockets: one epoll set, whose descriptor alone is in zloop
     s_link_t *links;
     size_t nlinks;
-    s_link_t **by_cw; //  cw id -> link
-    char *prefix;     //  "scada:<site>:ioserver:<name>"
+    s_link_t **by_cw;    //  cw id -> link
+    size_t lookups;      //  host name resolutions in flight
+    int64_t lookup_last; //  when the last one ended (mono ms), 0 if none ever ran
+    char *prefix;        //  "scada:<site>:ioserver:<name>"
     int64_t started_wall;
     bool starved;
     //  Value batch being built
@@ -517,6 +553,214 @@ static void s_device_tags_bad(s_device_t *dev, int quality, const char *reason)
         s_tag_update(dev->server, &dev->tags[i], false, 0, quality, now, reason);
 }
 
+//  --------------------------------------------------------------------------
+//  Host names
+//
+//  A name never blocks the loop: getaddrinfo_a resolves it on glibc's own
+//  thread and the tick polls for the outcome (s_lookups_poll). It is looked
+//  up again after every failed attempt and lost connection, so a device that
+//  came back at a new address (a restarted container) is found; the connect
+//  window's back-off spaces the lookups as it spaces the attempts.
+
+//  "a, b": the addresses of a link, for logs.
+static void s_addrs_text(const s_addr_t *addrs, size_t n, char *text, size_t size)
+{
+    size_t len = 0;
+    text[0] = 0;
+    for (size_t i = 0; i < n && len + 2 < size; i++) {
+        char one[INET6_ADDRSTRLEN] = "?";
+        if (addrs[i].u.sa.sa_family == AF_INET)
+            inet_ntop(AF_INET, &addrs[i].u.in.sin_addr, one, sizeof one);
+        else if (addrs[i].u.sa.sa_family == AF_INET6)
+            inet_ntop(AF_INET6, &addrs[i].u.in6.sin6_addr, one, sizeof one);
+        int k = snprintf(text + len, size - len, "%s%s", i ? ", " : "", one);
+        if (k < 0)
+            break;
+        len += (size_t)k;
+    }
+}
+
+//  Start resolving a named link's host, unless a resolution is in flight.
+static void s_lookup_start(s_link_t *link)
+{
+    if (!link->named || link->lookup)
+        return;
+    s_lookup_t *lk = (s_lookup_t *)zmalloc(sizeof *lk);
+    lk->hints.ai_family = AF_UNSPEC;
+    lk->hints.ai_socktype = SOCK_STREAM;
+    lk->hints.ai_flags = AI_NUMERICSERV;
+    snprintf(lk->service, sizeof lk->service, "%u", (unsigned)link->port);
+    lk->cb.ar_name = link->host;
+    lk->cb.ar_service = lk->service;
+    lk->cb.ar_request = &lk->hints;
+    struct gaicb *list[1] = {&lk->cb};
+    //  No notification: the tick polls gai_error.
+    int rc = getaddrinfo_a(GAI_NOWAIT, list, 1, NULL);
+    if (rc != 0) {
+        //  Not even queued (no memory, no thread): the next failed attempt tries again.
+        if (link->resolve_rc != rc)
+            slog_warn("%s: cannot resolve %s: %s", link->name, link->host, gai_strerror(rc));
+        link->resolve_rc = rc;
+        link->naddrs = 0;
+        free(lk);
+        return;
+    }
+    link->lookup = lk;
+    link->lookup_since = mclock_mono_ms();
+    link->server->lookups++;
+}
+
+//  The resolution of a link is done with `rc`: take its addresses (or forget
+//  the old ones: the name is gone), free it, log what changed.
+static void s_lookup_done(s_link_t *link, int rc)
+{
+    s_lookup_t *lk = link->lookup;
+    s_addr_t addrs[ADDRS_MAX];
+    size_t n = 0;
+    for (struct addrinfo *ai = rc == 0 ? lk->cb.ar_result : NULL; ai && n < ADDRS_MAX;
+         ai = ai->ai_next)
+        if ((ai->ai_family == AF_INET || ai->ai_family == AF_INET6) &&
+            ai->ai_addrlen <= sizeof addrs[n].u) {
+            memset(&addrs[n], 0, sizeof addrs[n]);
+            memcpy(&addrs[n].u, ai->ai_addr, ai->ai_addrlen);
+            addrs[n].len = ai->ai_addrlen;
+            n++;
+        }
+    if (rc == 0 && lk->cb.ar_result)
+        freeaddrinfo(lk->cb.ar_result);
+    free(lk);
+    link->lookup = NULL;
+    link->server->lookups--;
+    link->server->lookup_last = mclock_mono_ms();
+    if (rc == 0 && n == 0)
+        rc = EAI_NODATA; //  only addresses we cannot connect to
+    int was = link->resolve_rc;
+    link->resolve_rc = rc;
+    if (rc != 0) {
+        link->naddrs = 0;
+        if (was != rc)
+            slog_warn("%s: cannot resolve %s: %s (looked up again at every connect attempt)",
+                      link->name, link->host, gai_strerror(rc));
+        return;
+    }
+    //  The same addresses in another order (round-robin DNS) are no change:
+    //  the turn goes on where it was.
+    bool changed = n != link->naddrs;
+    for (size_t i = 0; i < n && !changed; i++) {
+        bool known = false;
+        for (size_t j = 0; j < link->naddrs && !known; j++)
+            known = addrs[i].len == link->addrs[j].len &&
+                    memcmp(&addrs[i].u, &link->addrs[j].u, addrs[i].len) == 0;
+        changed = !known;
+    }
+    if (!changed)
+        return;
+    char text[256];
+    s_addrs_text(addrs, n, text, sizeof text);
+    if (was != 0 && was != EAI_INPROGRESS)
+        slog_info("%s: %s resolves again, to %s", link->name, link->host, text);
+    else
+        slog_info("%s: %s resolves to %s", link->name, link->host, text);
+    memcpy(link->addrs, addrs, n * sizeof addrs[0]);
+    link->naddrs = n;
+    link->addr_next = 0;
+}
+
+//  Tick: collect the resolutions that are done. A named link is given to
+//  the connect window once its first resolution is done, or once it takes
+//  longer than a connect timeout (its attempts then fail as "resolving").
+static void s_lookups_poll(ioserver_t *self, int64_t now)
+{
+    for (size_t i = 0; i < self->nlinks && self->lookups; i++) {
+        s_link_t *link = &self->links[i];
+        if (!link->lookup)
+            continue;
+        int rc = gai_error(&link->lookup->cb);
+        if (rc != EAI_INPROGRESS)
+            s_lookup_done(link, rc);
+        else if (now - link->lookup_since < self->cfg->connect_timeout_ms)
+            continue;
+        if (!link->wanted) {
+            link->wanted = true;
+            cw_want(self->cw, link->cw_id, now);
+        }
+    }
+}
+
+//  A link that cannot be reached: its devices' tags go bad-no-comm with the
+//  reason, and a new reason is published even if the quality is the same.
+static void s_link_tags_unreachable(s_link_t *link, const char *why)
+{
+    ioserver_t *self = link->server;
+    const char *reason = s_intern(self, why);
+    int64_t wall = mclock_wall_ms();
+    for (size_t d = 0; d < link->ndevices; d++) {
+        s_device_t *dev = link->devices[d];
+        for (size_t i = 0; i < dev->cfg->ntags; i++) {
+            s_tag_t *tag = &dev->tags[i];
+            if (tag->quality == SCADA__QUALITY__BAD_NO_COMM && tag->reason == reason)
+                continue;
+            //  s_tag_update publishes a change of quality only.
+            bool same = tag->published && tag->pub_quality == SCADA__QUALITY__BAD_NO_COMM;
+            s_tag_update(self, tag, false, 0, SCADA__QUALITY__BAD_NO_COMM, wall, reason);
+            if (same)
+                s_batch_add(self, tag, false);
+        }
+    }
+}
+
+//  An attempt of a named link failed (`what`): its tags say which address
+//  the name gave, which may be an old one.
+static void s_link_named_failed(s_link_t *link, const char *what)
+{
+    if (!link->named || link->naddrs == 0)
+        return;
+    char addr[INET6_ADDRSTRLEN + 8];
+    s_addrs_text(&link->addrs[link->addr_next % link->naddrs], 1, addr, sizeof addr);
+    char why[160];
+    snprintf(why, sizeof why, "cannot connect to %s (%s): %s", link->host, addr, what);
+    s_link_tags_unreachable(link, why);
+}
+
+//  An attempt failed (`failed`) or the connection was lost: a named link
+//  looks its host up again before the next attempt, which after a failure
+//  goes to the next of its addresses.
+static void s_link_reresolve(s_link_t *link, bool failed)
+{
+    if (!link->named)
+        return;
+    if (failed && link->naddrs > 1)
+        link->addr_next = (link->addr_next + 1) % link->naddrs;
+    s_lookup_start(link);
+}
+
+//  Stopping: cancel a resolution in flight, or wait for it to end (glibc's
+//  thread writes into it until then), and free it.
+static void s_lookup_destroy(s_link_t *link)
+{
+    s_lookup_t *lk = link->lookup;
+    if (!lk)
+        return;
+    link->lookup = NULL;
+    if (gai_cancel(&lk->cb) == EAI_NOTCANCELED) {
+        const struct gaicb *list[1] = {&lk->cb};
+        int64_t until = mclock_mono_ms() + 30000;
+        while (gai_error(&lk->cb) == EAI_INPROGRESS && mclock_mono_ms() < until) {
+            struct timespec step = {0, 100 * 1000000L};
+            gai_suspend(list, 1, &step);
+        }
+        if (gai_error(&lk->cb) == EAI_INPROGRESS) {
+            //  Freeing it now would let that thread write into freed memory.
+            slog_warn("%s: the lookup of %s does not end; left to the process exit", link->name,
+                      link->host);
+            return;
+        }
+    }
+    if (gai_error(&lk->cb) == 0 && lk->cb.ar_result)
+        freeaddrinfo(lk->cb.ar_result);
+    free(lk);
+}
+
 static void s_reply_write(ioserver_t *self, s_write_t *w, const char *error)
 {
     Scada__IoReply reply = SCADA__IO_REPLY__INIT;
@@ -642,6 +886,7 @@ static void s_link_close(s_link_t *link, const char *why, close_mode_t mode)
     }
     if (!connected || !lost)
         return;
+    s_link_reresolve(link, !was_useful);
     if (was_useful || mode == CLOSE_REASSIGN)
         cw_lost(self->cw, link->cw_id, mclock_mono_ms());
     else
@@ -758,6 +1003,8 @@ static void s_connect_failed(s_link_t *link, int err)
     link->conn = DEV_DOWN;
     cw_failed(link->server->cw, link->cw_id, mclock_mono_ms());
     s_link_act(link, link_open_failed(&link->fsm, mclock_mono_ms()), strerror(err));
+    s_link_named_failed(link, strerror(err));
+    s_link_reresolve(link, true);
 }
 
 static void s_connect_start(s_link_t *link, int64_t now)
@@ -768,7 +1015,26 @@ static void s_connect_start(s_link_t *link, int64_t now)
         zstr_send(link->serial, "OPEN");
         return;
     }
-    int fd = socket(link->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (link->naddrs == 0) {
+        //  A host name not resolved (yet): a failed attempt, backed off as a
+        //  dead device's; its tags say why.
+        char why[160];
+        if (link->resolve_rc == EAI_INPROGRESS)
+            snprintf(why, sizeof why, "resolving %s", link->host);
+        else
+            snprintf(why, sizeof why, "cannot resolve %s: %s", link->host,
+                     gai_strerror(link->resolve_rc));
+        slog_debug("%s: connect attempt failed: %s", link->name, why);
+        s_link_error(link, "%s", why);
+        s_link_tags_unreachable(link, why);
+        link->conn = DEV_DOWN;
+        cw_failed(link->server->cw, link->cw_id, now);
+        s_link_act(link, link_open_failed(&link->fsm, now), why);
+        s_link_reresolve(link, true);
+        return;
+    }
+    s_addr_t *addr = &link->addrs[link->addr_next % link->naddrs];
+    int fd = socket(addr->u.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         s_link_error(link, "socket: %s", strerror(errno));
         cw_failed(link->server->cw, link->cw_id, now);
@@ -778,7 +1044,7 @@ static void s_connect_start(s_link_t *link, int64_t now)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     link->fd = fd;
     link->conn = DEV_CONNECTING;
-    if (connect(fd, (struct sockaddr *)&link->addr, link->addrlen) == 0) {
+    if (connect(fd, &addr->u.sa, addr->len) == 0) {
         s_link_connected(link, now);
         return;
     }
@@ -1357,12 +1623,16 @@ static int s_on_tick(zloop_t *loop, int timer_id, void *arg)
     int64_t now = mclock_mono_ms();
     int id;
     uint32_t timeout;
+    if (self->lookups)
+        s_lookups_poll(self, now);
     while (cw_expired(self->cw, now, &id)) {
         s_link_t *link = self->by_cw[id];
         s_link_error(link, "connect timed out");
         s_link_close_fd(link);
         link->conn = DEV_DOWN;
         s_link_act(link, link_open_failed(&link->fsm, now), "connect timed out");
+        s_link_named_failed(link, "connect timed out");
+        s_link_reresolve(link, true);
     }
     while (cw_start(self->cw, now, &id, &timeout))
         s_connect_start(self->by_cw[id], now);
@@ -2118,22 +2388,26 @@ static int s_on_control(zloop_t *loop, zsock_t *sock, void *arg)
 //  --------------------------------------------------------------------------
 //  Construction
 
-static int s_resolve(s_link_t *link)
+//  Take the link's host as a numeric address (which never blocks: no lookup
+//  is made); false if it is a name.
+static bool s_numeric_address(s_link_t *link)
 {
     struct addrinfo hints = {0}, *res = NULL;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_family = AF_UNSPEC;
+    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
     char port[8];
     snprintf(port, sizeof port, "%u", (unsigned)link->port);
-    int rc = getaddrinfo(link->host, port, &hints, &res);
-    if (rc != 0 || !res) {
-        s_link_error(link, "cannot resolve %s: %s", link->host, gai_strerror(rc));
-        return -1;
+    if (getaddrinfo(link->host, port, &hints, &res) != 0 || !res)
+        return false;
+    bool ok = res->ai_addrlen <= sizeof link->addrs[0].u;
+    if (ok) {
+        memcpy(&link->addrs[0].u, res->ai_addr, res->ai_addrlen);
+        link->addrs[0].len = res->ai_addrlen;
+        link->naddrs = 1;
     }
-    memcpy(&link->addr, res->ai_addr, res->ai_addrlen);
-    link->addrlen = res->ai_addrlen;
     freeaddrinfo(res);
-    return 0;
+    return ok;
 }
 
 static void s_device_init(ioserver_t *self, s_device_t *dev, site_device_t *cfg)
@@ -2242,8 +2516,15 @@ static void s_link_prepare(s_link_t *link)
         slog_warn("channel %s of type %s is not served by this version", ch->name,
                   site_chtype_name(ch->type));
         link->addr_ok = false;
-    } else
-        link->addr_ok = link->host && s_resolve(link) == 0;
+    } else if (!link->host)
+        link->addr_ok = false;
+    else {
+        //  A name is resolved without blocking; until then its attempts fail.
+        link->addr_ok = true;
+        link->named = !s_numeric_address(link);
+        link->resolve_rc = link->named ? EAI_INPROGRESS : 0;
+        s_lookup_start(link);
+    }
     if (!link->addr_ok)
         for (size_t d = 0; d < link->ndevices; d++)
             for (size_t i = 0; i < link->devices[d]->cfg->ntags; i++) {
@@ -2374,6 +2655,10 @@ void ioserver_destroy(ioserver_t **self_p)
     ioserver_t *self = *self_p;
     for (size_t i = 0; i < self->nlinks; i++) {
         s_link_t *link = &self->links[i];
+        if (link->lookup) {
+            s_lookup_destroy(link);
+            self->lookup_last = mclock_mono_ms();
+        }
         if (link->fd >= 0)
             close(link->fd);
         if (link->pending.active && link->pending.is_write)
@@ -2382,6 +2667,12 @@ void ioserver_destroy(ioserver_t **self_p)
         free(link->devices);
     }
     free(self->links);
+    //  Let glibc's lookup threads end, so that nothing of them is left when
+    //  the process exits (valgrind would count their memory as lost).
+    int64_t linger =
+        self->lookup_last ? self->lookup_last + LOOKUP_LINGER_MS - mclock_mono_ms() : 0;
+    if (linger > 0)
+        zclock_sleep((int)linger);
     for (size_t i = 0; i < self->ndevices; i++) {
         s_device_t *dev = &self->devices[i];
         s_write_t *w;
@@ -2462,9 +2753,14 @@ void ioserver_actor(zsock_t *pipe, void *engine)
     //  The first tick publishes every tag with its quality ("not read yet"),
     //  so subscribers know of devices that never answer.
     self->next_integrity = now;
-    for (size_t i = 0; i < self->nlinks; i++)
-        if (self->links[i].addr_ok)
-            cw_want(self->cw, self->links[i].cw_id, now);
+    //  A host name waits for its first resolution (s_lookups_poll).
+    for (size_t i = 0; i < self->nlinks; i++) {
+        s_link_t *link = &self->links[i];
+        if (link->addr_ok && !(link->named && link->resolve_rc == EAI_INPROGRESS)) {
+            link->wanted = true;
+            cw_want(self->cw, link->cw_id, now);
+        }
+    }
     zsock_signal(pipe, 0);
     zloop_start(self->loop);
 

@@ -18,6 +18,8 @@ independent implementation of every protocol the I/O server speaks.
 - test_garbage_*: malformed replies and requests never crash it.
 - test_device_offline_*, test_reason_*: bad-no-comm keeping the last value.
 - test_redis_*, test_signal_*: Redis outage, key expiry, clean stop.
+- test_host_name_*: device addresses given as host names, resolved without
+  blocking and again at every reconnect.
 """
 import datetime
 import json
@@ -1309,3 +1311,104 @@ def test_signal_marks_stopped(env, sig):
                what="last quality published on stop")
     for endpoint in (io["publish"], io["control"]):
         assert H.port_is_free(int(endpoint.rsplit(":", 1)[1])), endpoint
+
+
+# -------------------------------------------------------------- 8. host names
+
+
+def _failures(env, dev):
+    h = env.redis.hgetall(redis_key(env, dev=dev))
+    return int(h.get("failures", 0)), h
+
+
+def test_host_name_device_starts_later(env):
+    """A device addressed by a host name (`localhost`, not a numeric
+    address) whose simulator starts only after the I/O server is up: until
+    it listens, its tags are bad-no-comm with a reason naming the host (never
+    bad-config) and it is retried with back-off like any dead device; then
+    its values flow. The name is looked up again at every attempt, but what
+    it resolves to is logged once."""
+    port = env.free_ports(1)
+    dev = {"name": "lh", "address": "localhost:%d" % port, "servers": ["io1"], "scan_ms": 200,
+           "tags": [{"name": "LH.C", "address": "hr:0", "sim": {"kind": "const", "initial": 31}}]}
+    io = env.ioserver_cfg(reconnect_min_ms=200, reconnect_max_ms=1000, integrity_ms=1000)
+    site = env.site([io], [{"name": "ch", "type": "network", "devices": [dev]}],
+                    ping_time_ms=PING_MS)
+    sub = env.subscribe(io["publish"])
+    srv = env.start_ioserver(site, io)
+
+    # -- nobody listens yet: failed attempts, backed off, not a configuration error
+    _, h = wait_until(lambda: _failures(env, "lh")[0] >= 3 and _failures(env, "lh"), 15,
+                      what="three failed attempts at localhost:%d" % port)
+    assert h["state"] in ("offline", "queued", "connecting"), h
+    assert h["address"] == "localhost:%d" % port, h
+    v = srv.read(["LH.C"])["LH.C"]
+    assert v.quality == Q("BAD_NO_COMM") and "localhost" in v.reason, v
+    _, quality, _, reason = ctl_get(env, site, ["LH.C"], as_json=True)["LH.C"]
+    assert quality == "bad-no-comm" and "localhost" in reason, (quality, reason)
+    sub.wait_value("LH.C", lambda v: v.quality == Q("BAD_NO_COMM") and "localhost" in v.reason,
+                   5, what="LH.C bad-no-comm naming localhost on PUB")
+    assert srv.status()["devices_online"] == 0
+
+    # -- the simulator comes up: values flow
+    mark = sub.mark()
+    env.start_devsim(site)
+    v = sub.wait_value("LH.C", lambda v: v.quality == Q("GOOD"), 15, since=mark,
+                       what="LH.C good once the simulator listens")
+    assert v.number == 31.0 and not v.reason, v
+    wait_until(lambda: dev_state(env, "lh") == "online", 5, what="lh online")
+    assert not [v for v in sub.of("LH.C") if v.quality == Q("BAD_CONFIG")]
+    log = srv.log_text()
+    assert log.count("localhost resolves to") == 1, log
+    assert "cannot resolve" not in log, log
+
+
+def test_host_name_unresolvable(env):
+    """A device whose host name does not resolve (no-such-host.invalid) is
+    not failed for good: its tags are bad-no-comm "cannot resolve ...", it
+    is retried with back-off (the name looked up again each time, one log
+    line), and another device of the same I/O server keeps good values."""
+    port = env.free_ports(1)
+    devices = [
+        {"name": "nx", "address": "no-such-host.invalid:502", "servers": ["io1"],
+         "scan_ms": 200, "tags": [{"name": "NX.C", "address": "hr:0"}]},
+        {"name": "ok", "address": "127.0.0.1:%d" % port, "servers": ["io1"], "scan_ms": 100,
+         "tags": [ramp_tag("OK.RAMP")]},
+    ]
+    io = env.ioserver_cfg(reconnect_min_ms=200, reconnect_max_ms=1000, connect_timeout_ms=1000,
+                          integrity_ms=1000)
+    site = env.site([io], [{"name": "ch", "type": "network", "devices": devices}],
+                    ping_time_ms=PING_MS)
+    env.start_devsim(site, only=["ok"])
+    sub = env.subscribe(io["publish"])
+    srv = env.start_ioserver(site, io)
+    wait_good(srv, ["OK.RAMP"])
+
+    # -- the reason, everywhere; never bad-config
+    v = sub.wait_value("NX.C", lambda v: "cannot resolve" in v.reason, 30,
+                       what="NX.C with a 'cannot resolve' reason")
+    assert v.quality == Q("BAD_NO_COMM") and "no-such-host.invalid" in v.reason, v
+    cur = srv.read(["NX.C"])["NX.C"]
+    assert cur.quality == Q("BAD_NO_COMM"), cur
+    assert cur.reason.startswith("cannot resolve no-such-host.invalid: "), cur.reason
+    _, quality, _, reason = ctl_get(env, site, ["NX.C"], as_json=True)["NX.C"]
+    assert quality == "bad-no-comm" and "cannot resolve no-such-host.invalid" in reason
+
+    # -- retried, with back-off, while the other device carries on
+    f0, _ = wait_until(lambda: _failures(env, "nx")[0] >= 1 and _failures(env, "nx"), 10,
+                       what="a failed attempt of nx in Redis")
+    mark = sub.mark()
+    time.sleep(4)
+    f1, h = _failures(env, "nx")
+    assert 2 <= f1 - f0 <= 20, (f0, f1)  # every 100..1000 ms, not every tick
+    assert h["state"] in ("offline", "queued", "connecting"), h
+    assert "cannot resolve no-such-host.invalid" in h["last_error"], h
+    assert len(distinct_good(sub, "OK.RAMP", mark)) >= 10
+    assert all(v.quality == Q("GOOD") for v in sub.of("OK.RAMP", mark))
+    assert dev_state(env, "ok") == "online"
+    assert not [v for v in sub.of("NX.C") if v.quality == Q("BAD_CONFIG")]
+    st = srv.status()
+    assert st["devices_online"] == 1 and srv.alive()
+    # one log line for the failure, however many lookups
+    n = srv.log_text().count("looked up again at every connect attempt")
+    assert 1 <= n <= 2, srv.log_tail()
