@@ -218,6 +218,10 @@ typedef struct {
     uint32_t ping_time_ms;         //  default 1000
     uint32_t resolve_retry_backoff_ms; // default 500
     char *devsim_control;          //  scada-devsim control endpoint, default tcp://127.0.0.1:5590
+    char **devsim_start;           //  devsim: {start: [...]}: control commands scada-devsim
+                                   //  applies to itself at start, in order; others ignore them
+    int *devsim_start_line;        //  line of each in the site file
+    size_t ndevsim_start;
     site_ioserver_t *ioservers;
     size_t nioservers;
     site_channel_t *channels;

@@ -13,6 +13,12 @@
     The loader keeps a path of keys and list indexes as it descends, so any
     error names the key as "channels[0].devices[2].tags[1].type". The first
     error stops the load.
+
+    Scalar values (never keys) may name environment variables: ${NAME},
+    ${NAME:-default}, and $$ for a literal $. They are expanded as each
+    event is read, before the value is interpreted, so a number, a boolean
+    or an endpoint can come from the environment alike. To tell keys from
+    values the loader keeps its own stack of the collections it is in.
 */
 #include "site.h"
 
@@ -152,7 +158,14 @@ typedef struct {
     size_t nrefs;
     s_devx_t *devx; //  indexed like the current channel's devices
     uint8_t *tagx;  //  indexed like the current device's tags
+    char *val;      //  the current scalar with its ${...} expanded; NULL: as read
+    uint8_t *nest;  //  the collections the current event is in (S_NEST_*)
+    size_t nnest, capnest;
 } s_loader_t;
+
+//  What the current event is inside: a list, or a mapping whose next node is
+//  a key or a value.
+enum { S_NEST_LIST, S_NEST_KEY, S_NEST_VALUE };
 
 //  Which keys of a mapping were given, and where.
 typedef struct {
@@ -312,12 +325,190 @@ static int s_syntax_error(s_loader_t *ld)
     return s_fail(ld, line, "YAML syntax error at column %d: %s", column, problem);
 }
 
-//  Move to the next event. Returns 0, or -1 on a syntax error.
+static const char *s_text(const s_loader_t *ld)
+{
+    return ld->val ? ld->val : (const char *)ld->ev.data.scalar.value;
+}
+
+//  A text that grows; on no memory `failed` is set and the text is lost.
+typedef struct {
+    char *data;
+    size_t len, cap;
+    bool failed;
+} s_text_t;
+
+static void s_append(s_text_t *out, const char *text, size_t len)
+{
+    if (out->failed)
+        return;
+    if (out->len + len + 1 > out->cap) {
+        size_t cap = out->cap ? out->cap : 64;
+        while (cap < out->len + len + 1)
+            cap *= 2;
+        char *data = realloc(out->data, cap);
+        if (!data) {
+            out->failed = true;
+            return;
+        }
+        out->data = data;
+        out->cap = cap;
+    }
+    memcpy(out->data + out->len, text, len);
+    out->len += len;
+    out->data[out->len] = 0;
+}
+
+static bool s_is_name_char(char c)
+{
+    return isalnum((unsigned char)c) || c == '_';
+}
+
+//  Expand the environment references of the current scalar into ld->val:
+//  ${NAME}, ${NAME:-default} (the default when NAME is unset or empty) and
+//  $$ (a literal $). A $ followed by anything else stays as it is. What an
+//  expansion yields is not looked at again. Returns 0, or -1 after s_fail().
+static int s_expand(s_loader_t *ld)
+{
+    const char *text = (const char *)ld->ev.data.scalar.value;
+    if (!strchr(text, '$'))
+        return 0;
+    //  In a flow collection a plain scalar ends at "{": "port: ${X}" inside
+    //  {...} reads as "$" followed by a mapping.
+    size_t end = ld->ev.end_mark.index;
+    size_t len = ld->ev.data.scalar.length;
+    if (ld->ev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE && len && text[len - 1] == '$' &&
+        end < ld->len && ld->text[end] == '{')
+        return s_fail(ld, s_line(ld),
+                      "inside {...} or [...] a value with ${...} must be quoted, e.g. "
+                      "\"${NAME}\"");
+    s_text_t out = {0};
+    for (const char *p = text; *p;) {
+        const char *dollar = strchr(p, '$');
+        if (!dollar) {
+            s_append(&out, p, strlen(p));
+            break;
+        }
+        s_append(&out, p, (size_t)(dollar - p));
+        if (dollar[1] != '{') {
+            //  "$$" is one "$"; a "$" before anything else is kept.
+            s_append(&out, "$", 1);
+            p = dollar + (dollar[1] == '$' ? 2 : 1);
+            continue;
+        }
+        const char *name = dollar + 2;
+        const char *close = strchr(name, '}');
+        if (!close) {
+            free(out.data);
+            return s_fail(ld, s_line(ld),
+                          "\"${\" without \"}\" in \"%.80s\" (write ${NAME} or "
+                          "${NAME:-default}, and $$ for a literal $)",
+                          text);
+        }
+        size_t nlen = 0;
+        while (s_is_name_char(name[nlen]))
+            nlen++;
+        int reflen = (int)(close + 1 - dollar);
+        if (nlen == 0 || isdigit((unsigned char)name[0])) {
+            free(out.data);
+            return s_fail(ld, s_line(ld),
+                          "bad reference \"%.*s\": a variable name is letters, digits and _, "
+                          "not starting with a digit",
+                          reflen > 80 ? 80 : reflen, dollar);
+        }
+        const char *after = name + nlen;
+        const char *def = NULL;
+        if (after[0] == ':' && after[1] == '-')
+            def = after + 2;
+        else if (after != close) {
+            free(out.data);
+            return s_fail(ld, s_line(ld),
+                          "bad reference \"%.*s\": expected } or :-default after the name %.*s",
+                          reflen > 80 ? 80 : reflen, dollar, (int)(nlen > 64 ? 64 : nlen), name);
+        }
+        if (def && memmem(def, (size_t)(close - def), "${", 2)) {
+            free(out.data);
+            return s_fail(ld, s_line(ld),
+                          "\"%.80s\": a default cannot hold another reference (no nested ${...})",
+                          text);
+        }
+        char var[256];
+        if (nlen >= sizeof var) {
+            free(out.data);
+            return s_fail(ld, s_line(ld), "bad reference: the variable name %.40s... is too long",
+                          name);
+        }
+        memcpy(var, name, nlen);
+        var[nlen] = 0;
+        const char *value = getenv(var);
+        if (value && *value)
+            s_append(&out, value, strlen(value));
+        else if (def)
+            s_append(&out, def, (size_t)(close - def));
+        else if (!value) {
+            free(out.data);
+            return s_fail(ld, s_line(ld),
+                          "environment variable %s is not set (write ${%s:-default} to give a "
+                          "default)",
+                          var, var);
+        }
+        p = close + 1;
+    }
+    if (out.failed) {
+        free(out.data);
+        return s_oom(ld);
+    }
+    if (!out.data && !(out.data = strdup("")))
+        return s_oom(ld);
+    ld->val = out.data;
+    return 0;
+}
+
+//  Keep the stack of collections in step with the event just read. Returns
+//  true when the event is a mapping key.
+static bool s_nest(s_loader_t *ld)
+{
+    uint8_t *top = ld->nnest ? &ld->nest[ld->nnest - 1] : NULL;
+    bool key = top && *top == S_NEST_KEY;
+    switch (ld->ev.type) {
+    case YAML_SEQUENCE_START_EVENT:
+    case YAML_MAPPING_START_EVENT:
+        if (ld->nnest == ld->capnest) {
+            size_t cap = ld->capnest ? ld->capnest * 2 : 16;
+            uint8_t *nest = realloc(ld->nest, cap);
+            if (!nest)
+                return key; //  s_next() sees nnest unchanged and fails
+            ld->nest = nest;
+            ld->capnest = cap;
+        }
+        ld->nest[ld->nnest++] = ld->ev.type == YAML_SEQUENCE_START_EVENT ? S_NEST_LIST : S_NEST_KEY;
+        return key;
+    case YAML_SEQUENCE_END_EVENT:
+    case YAML_MAPPING_END_EVENT:
+        if (ld->nnest)
+            ld->nnest--;
+        top = ld->nnest ? &ld->nest[ld->nnest - 1] : NULL;
+        break;
+    case YAML_SCALAR_EVENT:
+    case YAML_ALIAS_EVENT:
+        break;
+    default:
+        return false;
+    }
+    //  A node ended: in a mapping, a key is followed by a value and a value by a key.
+    if (top && *top != S_NEST_LIST)
+        *top = *top == S_NEST_KEY ? S_NEST_VALUE : S_NEST_KEY;
+    return key;
+}
+
+//  Move to the next event. Returns 0, or -1 on a syntax error or a bad
+//  environment reference in a value.
 static int s_next(s_loader_t *ld)
 {
     if (ld->have_ev)
         yaml_event_delete(&ld->ev);
     ld->have_ev = false;
+    free(ld->val);
+    ld->val = NULL;
     if (!yaml_parser_parse(&ld->parser, &ld->ev)) {
         int depth = ld->depth;
         ld->depth = 0; //  the path says where we were, not where the error is
@@ -326,12 +517,14 @@ static int s_next(s_loader_t *ld)
         return -1;
     }
     ld->have_ev = true;
+    size_t nnest = ld->nnest;
+    bool key = s_nest(ld);
+    if ((ld->ev.type == YAML_SEQUENCE_START_EVENT || ld->ev.type == YAML_MAPPING_START_EVENT) &&
+        ld->nnest == nnest)
+        return s_oom(ld);
+    if (ld->ev.type == YAML_SCALAR_EVENT && !key)
+        return s_expand(ld);
     return 0;
-}
-
-static const char *s_text(const s_loader_t *ld)
-{
-    return (const char *)ld->ev.data.scalar.value;
 }
 
 static bool s_is_null(const s_loader_t *ld)
@@ -474,7 +667,7 @@ static int s_string(s_loader_t *ld, bool name, char **out)
 {
     if (s_want_scalar(ld, name ? "a name" : "a string"))
         return -1;
-    if (s_is_null(ld) || ld->ev.data.scalar.length == 0)
+    if (s_is_null(ld) || !*s_text(ld))
         return s_fail(ld, s_line(ld), "must not be empty");
     const char *t = s_text(ld);
     if (name)
@@ -713,11 +906,14 @@ static int s_list(s_loader_t *ld, int (*item)(s_loader_t *ld, void *obj, size_t 
     if (ld->ev.type != YAML_SEQUENCE_START_EVENT)
         return s_fail(ld, s_line(ld), "expected a list, got %s", s_got(ld));
     for (size_t i = 0;; i++) {
+        //  The index first, so an error in reading the element names it.
+        s_push_index(ld, i);
         if (s_next(ld))
             return -1;
-        if (ld->ev.type == YAML_SEQUENCE_END_EVENT)
+        if (ld->ev.type == YAML_SEQUENCE_END_EVENT) {
+            s_pop(ld);
             return 0;
-        s_push_index(ld, i);
+        }
         if (item(ld, obj, i))
             return -1;
         s_pop(ld);
@@ -1712,8 +1908,37 @@ static const s_key_t s_redis_keys[] = {
     {.name = "port", .kind = S_U16, .offset = offsetof(site_t, redis_port), .min = 1, .max = 65535},
 };
 
+//  devsim.start: control commands scada-devsim applies to itself at start.
+static int s_devsim_start_item(s_loader_t *ld, void *obj, size_t i)
+{
+    site_t *site = obj;
+    if (ld->ev.type != YAML_SCALAR_EVENT)
+        return s_fail(ld, s_line(ld),
+                      "expected a control command (a string such as \"silent plc1\"), got %s",
+                      s_got(ld));
+    size_t n = site->ndevsim_start;
+    char **cmds = s_room(site->devsim_start, n, sizeof *cmds);
+    if (cmds)
+        site->devsim_start = cmds;
+    int *lines = s_room(site->devsim_start_line, n, sizeof *lines);
+    if (lines)
+        site->devsim_start_line = lines;
+    if (!cmds || !lines)
+        return s_oom(ld);
+    cmds[n] = NULL;
+    lines[n] = s_line(ld);
+    site->ndevsim_start++;
+    return s_string(ld, false, &cmds[n]);
+}
+
+static int s_devsim_start(s_loader_t *ld, void *obj, void *spec)
+{
+    return s_list(ld, s_devsim_start_item, obj);
+}
+
 static const s_key_t s_devsim_keys[] = {
     {.name = "control", .kind = S_STR, .offset = offsetof(site_t, devsim_control)},
+    {.name = "start", .kind = S_CUSTOM, .custom = s_devsim_start},
 };
 
 static int s_top_redis(s_loader_t *ld, void *obj, void *spec)
@@ -2059,6 +2284,8 @@ site_t *site_load_string(const char *text, size_t len, const char *name, char *e
     free(ld.refs);
     free(ld.devx);
     free(ld.tagx);
+    free(ld.val);
+    free(ld.nest);
     if (rc)
         site_destroy(&site);
     return site;
@@ -2180,6 +2407,10 @@ void site_destroy(site_t **self_p)
     free(self->site);
     free(self->redis_host);
     free(self->devsim_control);
+    for (size_t i = 0; i < self->ndevsim_start; i++)
+        free(self->devsim_start[i]);
+    free(self->devsim_start);
+    free(self->devsim_start_line);
     free(self);
     *self_p = NULL;
 }

@@ -13,6 +13,7 @@
 
 #include "site.h"
 
+#include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -627,7 +628,22 @@ static void test_files(void **state)
     assert_null(site_load("/nonexistent", NULL, 0));
 }
 
-//  The demo site shipped in deploy/ loads (tests run from the repository root).
+//  Unset every variable a site text names (${NAME...}), so it loads with its defaults.
+static void s_unset_vars(const char *text)
+{
+    for (const char *p = strstr(text, "${"); p; p = strstr(p + 2, "${")) {
+        char name[64];
+        size_t n = 0;
+        while (n + 1 < sizeof name && (isalnum((unsigned char)p[2 + n]) || p[2 + n] == '_'))
+            name[n] = p[2 + n], n++;
+        name[n] = 0;
+        if (n)
+            unsetenv(name);
+    }
+}
+
+//  The demo site shipped in deploy/ loads (tests run from the repository
+//  root): with its defaults (make run), and with host names (containers).
 static void test_demo_site(void **state)
 {
     const char *path = "deploy/sites/demo.yaml";
@@ -635,6 +651,13 @@ static void test_demo_site(void **state)
         path = "../../deploy/sites/demo.yaml";
     if (access(path, R_OK) != 0)
         skip();
+    FILE *file = fopen(path, "rb");
+    assert_non_null(file);
+    static char text[1 << 20];
+    size_t len = fread(text, 1, sizeof text - 1, file);
+    fclose(file);
+    text[len] = 0;
+    s_unset_vars(text);
     char err[512];
     site_t *site = site_load(path, err, sizeof err);
     if (!site)
@@ -642,14 +665,12 @@ static void test_demo_site(void **state)
     assert_non_null(site);
     assert_string_equal(site->site, "demo");
     assert_int_equal(site->nioservers, 2);
-    assert_int_equal(site->ioservers[0].connect_window, 10);
     assert_false(site->ioservers[0].always_scan);
-    assert_int_equal(site->nchannels, 1);
+    assert_true(site->nchannels >= 1);
     site_channel_t *ch = &site->channels[0];
     assert_string_equal(ch->name, "plant");
     assert_int_equal(ch->type, SITE_CH_NETWORK);
     assert_int_equal(ch->ndevices, 12);
-    bool types[6] = {false}, areas[4] = {false}, orders[2] = {false}, sims[5] = {false};
     for (size_t d = 0; d < 12; d++) {
         site_device_t *dev = &ch->devices[d];
         char name[16];
@@ -658,14 +679,13 @@ static void test_demo_site(void **state)
         assert_string_equal(dev->host, "127.0.0.1");
         assert_int_equal(dev->port, 15021 + d);
         assert_true(dev->ntags >= 6 && dev->ntags <= 10);
-        assert_int_equal(site_device_priority(dev, "io1"), 1);
-        assert_int_equal(site_device_priority(dev, "io2"), 2);
-        for (size_t t = 0; t < dev->ntags; t++) {
-            site_tag_t *tag = &dev->tags[t];
-            types[tag->type] = areas[tag->area] = sims[tag->sim.kind] = true;
-            if (tag->type == SITE_T_FLOAT32)
-                orders[tag->word_order] = true;
-        }
+    }
+    bool types[6] = {false}, areas[4] = {false}, orders[2] = {false}, sims[5] = {false};
+    for (size_t id = 1; id <= site->ntags; id++) {
+        site_tag_t *tag = site_tag_by_id(site, id);
+        types[tag->type] = areas[tag->area] = sims[tag->sim.kind] = true;
+        if (tag->type == SITE_T_FLOAT32)
+            orders[tag->word_order] = true;
     }
     for (int i = 0; i < 6; i++)
         assert_true(types[i]);
@@ -674,7 +694,25 @@ static void test_demo_site(void **state)
     assert_true(orders[0] && orders[1]);
     for (int i = SITE_SIM_RAMP; i <= SITE_SIM_TOGGLE; i++)
         assert_true(sims[i]);
+    //  Every device has an I/O server to serve it; devsim has commands to start with.
+    for (size_t c = 0; c < site->nchannels; c++)
+        for (size_t d = 0; d < site->channels[c].ndevices; d++)
+            assert_true(site->channels[c].devices[d].nservers >= 1);
+    assert_true(site->ndevsim_start >= 1);
     site_destroy(&site);
+
+    //  In containers each process is reached by its service name.
+    setenv("PLANT_HOST", "plant", 1);
+    setenv("DEVSIM_HOST", "devsim", 1);
+    site = site_load(path, err, sizeof err);
+    if (!site)
+        print_error("%s\n", err);
+    assert_non_null(site);
+    assert_string_equal(site->channels[0].devices[0].host, "plant");
+    assert_string_equal(site->devsim_control, "tcp://devsim:5590");
+    site_destroy(&site);
+    unsetenv("PLANT_HOST");
+    unsetenv("DEVSIM_HOST");
 }
 
 //  ---------------------------------------------------------------------------
@@ -981,7 +1019,7 @@ static void test_error_unknown_keys(void **state)
          "unknown key (did you mean \"period_ms\"?)"},
         {"site: t\nredis: {hots: x}\n", 2, "redis.hots", "unknown key (did you mean \"host\"?)"},
         {"site: t\ndevsim: {endpoint: x}\n", 2, "devsim.endpoint",
-         "unknown key (allowed here: control)"},
+         "unknown key (allowed here: control, start)"},
         {DEV "        servers: [{ioserver: io1, prio: 1}]\n", 10,
          "channels[0].devices[0].servers[0].prio", "unknown key"},
         {"site: t\n? [a, b]\n: c\n", 2, NULL, "expected a key, got a list"},
@@ -1199,6 +1237,226 @@ static void test_error_tag_rules(void **state)
     RUN(cases);
 }
 
+//  ---------------------------------------------------------------------------
+//  Environment variables in values
+
+//  Variables of these tests; none is expected in the environment they run in.
+static void s_env_clear(void)
+{
+    static const char *const names[] = {"SCADA_T_HOST", "SCADA_T_PORT",  "SCADA_T_EMPTY",
+                                        "SCADA_T_BOOL", "SCADA_T_UNSET", "SCADA_T_IO",
+                                        "SCADA_T_REF",  "SCADA_T_NUM",   "SCADA_T_DEV"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        unsetenv(names[i]);
+}
+
+static void test_env_expansion(void **state)
+{
+    s_env_clear();
+    setenv("SCADA_T_HOST", "io1", 1);
+    setenv("SCADA_T_PORT", "7000", 1);
+    setenv("SCADA_T_EMPTY", "", 1);
+    setenv("SCADA_T_REF", "${SCADA_T_HOST}", 1);
+    site_t *site =
+        s_load("site: ${SCADA_T_UNSET:-plant}\n"
+               "redis: {host: \"${SCADA_T_EMPTY:-redis}\", port: \"${SCADA_T_UNSET:-6380}\"}\n"
+               "devsim: {control: \"tcp://${SCADA_T_HOST}:${SCADA_T_PORT}\"}\n"
+               "ioservers:\n"
+               "  - name: io1\n"
+               "    publish: 'tcp://${SCADA_T_HOST}:5600'\n"           //  single quotes too
+               "    control: tcp://${SCADA_T_UNSET:-127.0.0.1}:5601\n" //  unset: the default
+               "    iolog_dir: ${SCADA_T_REF}/a$$b/$x/${SCADA_T_EMPTY}/$\n"
+               "channels: []\n");
+    assert_string_equal(site->site, "plant");
+    assert_string_equal(site->redis_host, "redis"); //  set but empty: the default
+    assert_int_equal(site->redis_port, 6380);
+    assert_string_equal(site->devsim_control, "tcp://io1:7000");
+    assert_string_equal(site->ioservers[0].publish, "tcp://io1:5600");
+    assert_string_equal(site->ioservers[0].control, "tcp://127.0.0.1:5601");
+    //  What a variable holds is not expanded again; $$ is $; a $ before
+    //  anything but { or $ stays; an empty variable without default is empty.
+    assert_string_equal(site->ioservers[0].iolog_dir, "${SCADA_T_HOST}/a$b/$x//$");
+    site_destroy(&site);
+
+    //  $${X} is the text ${X}, not a reference.
+    site = s_load("site: s\nredis: {host: \"$${SCADA_T_UNSET}\"}\nioservers: [{name: a}]\n"
+                  "channels:\n");
+    assert_string_equal(site->redis_host, "${SCADA_T_UNSET}");
+    site_destroy(&site);
+    s_env_clear();
+}
+
+//  Numbers, booleans, names and list items come from variables alike,
+//  checked after the expansion.
+static void test_env_typed_values(void **state)
+{
+    s_env_clear();
+    setenv("SCADA_T_PORT", "16379", 1);
+    setenv("SCADA_T_BOOL", "yes", 1);
+    setenv("SCADA_T_IO", "io2", 1);
+    setenv("SCADA_T_NUM", "2.5", 1);
+    site_t *site =
+        s_load("site: s\n"
+               "redis:\n  port: ${SCADA_T_PORT}\n"
+               "ping_time_ms: ${SCADA_T_UNSET:-250}\n"
+               "ioservers: [{name: io1}, {name: \"${SCADA_T_IO}\"}]\n"
+               "channels:\n"
+               "  - name: ch1\n"
+               "    type: network\n"
+               "    iolog: ${SCADA_T_BOOL}\n"
+               "    devices:\n"
+               "      - name: d1\n"
+               "        address: ${SCADA_T_UNSET:-127.0.0.1}:${SCADA_T_PORT}\n"
+               "        servers: [io1, \"${SCADA_T_IO}\"]\n"
+               "        tags:\n"
+               "          - {name: T1, address: \"hr:${SCADA_T_UNSET:-7}\",\n"
+               "             scale: \"${SCADA_T_NUM}\", always_scan: \"${SCADA_T_BOOL}\"}\n");
+    assert_int_equal(site->redis_port, 16379);
+    assert_int_equal(site->ping_time_ms, 250);
+    assert_string_equal(site->ioservers[1].name, "io2");
+    assert_true(site->channels[0].iolog);
+    site_device_t *dev = &site->channels[0].devices[0];
+    assert_string_equal(dev->host, "127.0.0.1");
+    assert_int_equal(dev->port, 16379);
+    assert_string_equal(dev->servers[1].ioserver, "io2");
+    assert_int_equal(dev->tags[0].address, 7);
+    ASSERT_NEAR(dev->tags[0].scale, 2.5);
+    assert_true(dev->tags[0].always_scan);
+    site_destroy(&site);
+
+    //  The expanded text is what is checked.
+    setenv("SCADA_T_NUM", "70000", 1);
+    setenv("SCADA_T_BOOL", "maybe", 1);
+    s_case_t cases[] = {
+        {"site: s\nredis: {port: \"${SCADA_T_NUM}\"}\n", 2, "redis.port",
+         "must be between 1 and 65535 (got 70000)"},
+        //  Unquoted in flow style, "${" would start a mapping.
+        {"site: s\nredis: {port: ${SCADA_T_NUM}}\n", 2, "redis.port",
+         "inside {...} or [...] a value with ${...} must be quoted"},
+        {DEV "        servers: [io1, ${SCADA_T_IO}]\n", 10, "channels[0].devices[0].servers[1]",
+         "must be quoted"},
+        {"site: s\nping_time_ms: ${SCADA_T_UNSET:-soon}\n", 2, "ping_time_ms",
+         "expected an integer, got \"soon\""},
+        {CHAN("network") "    iolog: ${SCADA_T_BOOL}\n", 8, "channels[0].iolog",
+         "expected true or false (or yes/no, on/off), got \"maybe\""},
+        {"site: s\nredis: {host: \"${SCADA_T_UNSET:-}\"}\n", 2, "redis.host", "must not be empty"},
+        //  Keys are never expanded.
+        {"site: s\n${SCADA_T_IO}: x\n", 2, "${SCADA_T_IO}", "unknown key"},
+    };
+    RUN(cases);
+    s_env_clear();
+}
+
+static void test_env_errors(void **state)
+{
+    s_env_clear();
+    setenv("SCADA_T_HOST", "io1", 1);
+    s_case_t cases[] = {
+        {HEAD "  - {name: c, type: tcp, address: \"${SCADA_T_UNSET}:502\"}\n", 6,
+         "channels[0].address",
+         "environment variable SCADA_T_UNSET is not set (write ${SCADA_T_UNSET:-default} to give "
+         "a default)"},
+        //  In a list the message names the element.
+        {DEV "        servers: [io1, \"${SCADA_T_UNSET}\"]\n", 10,
+         "channels[0].devices[0].servers[1]", "environment variable SCADA_T_UNSET is not set"},
+        {"site: s\nredis: {host: \"${SCADA_T_HOST\"}\n", 2, "redis.host",
+         "\"${\" without \"}\" in \"${SCADA_T_HOST\""},
+        {"site: s\nredis: {host: \"a${\"}\n", 2, "redis.host", "\"${\" without \"}\""},
+        {"site: s\nredis: {host: \"${}\"}\n", 2, "redis.host",
+         "bad reference \"${}\": a variable name is letters, digits and _"},
+        {"site: s\nredis: {host: \"${1HOST}\"}\n", 2, "redis.host",
+         "bad reference \"${1HOST}\": a variable name"},
+        {"site: s\nredis: {host: \"${SCADA-HOST}\"}\n", 2, "redis.host",
+         "bad reference \"${SCADA-HOST}\": expected } or :-default after the name SCADA"},
+        {"site: s\nredis: {host: \"${SCADA_T_HOST:default}\"}\n", 2, "redis.host",
+         "expected } or :-default after the name SCADA_T_HOST"},
+        {"site: s\nredis: {host: \"${SCADA_T_UNSET:-${SCADA_T_HOST}}\"}\n", 2, "redis.host",
+         "no nested ${...}"},
+    };
+    RUN(cases);
+
+    //  The message names the file as given, the line and the key path.
+    char path[] = "/tmp/test_site_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    const char *text = "site: f\n"
+                       "ioservers:\n"
+                       "  - name: io1\n"
+                       "    publish: tcp://${SCADA_T_UNSET}:5600\n"
+                       "channels: []\n";
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    char err[512], want[600];
+    assert_null(site_load(path, err, sizeof err));
+    snprintf(want, sizeof want,
+             "%s:4: ioservers[0].publish: environment variable SCADA_T_UNSET is not set "
+             "(write ${SCADA_T_UNSET:-default} to give a default)",
+             path);
+    assert_string_equal(err, want);
+    //  Set, it loads.
+    setenv("SCADA_T_UNSET", "10.0.0.7", 1);
+    site_t *site = site_load(path, err, sizeof err);
+    assert_non_null(site);
+    assert_string_equal(site->ioservers[0].publish, "tcp://10.0.0.7:5600");
+    site_destroy(&site);
+    unlink(path);
+    s_env_clear();
+}
+
+//  devsim: {start: [...]}: commands as strings, with their lines.
+static void test_devsim_start(void **state)
+{
+    s_env_clear();
+    site_t *site = s_load("site: s\nioservers: [{name: a}]\nchannels:\n");
+    assert_int_equal(site->ndevsim_start, 0);
+    assert_null(site->devsim_start);
+    site_destroy(&site);
+
+    setenv("SCADA_T_DEV", "plc12", 1);
+    site = s_load("site: s\n"                                //  1
+                  "devsim:\n"                                //  2
+                  "  control: tcp://127.0.0.1:6590\n"        //  3
+                  "  start:\n"                               //  4
+                  "    - silent plc11,${SCADA_T_DEV}\n"      //  5
+                  "    - \"refuse rtu017\"\n"                //  6
+                  "    - flap line7 25000 10000 delay 400\n" //  7
+                  "ioservers: [{name: a}]\n"                 //  8
+                  "channels:\n");                            //  9
+    assert_int_equal(site->ndevsim_start, 3);
+    assert_string_equal(site->devsim_start[0], "silent plc11,plc12");
+    assert_string_equal(site->devsim_start[1], "refuse rtu017");
+    assert_string_equal(site->devsim_start[2], "flap line7 25000 10000 delay 400");
+    assert_int_equal(site->devsim_start_line[0], 5);
+    assert_int_equal(site->devsim_start_line[1], 6);
+    assert_int_equal(site->devsim_start_line[2], 7);
+    site_destroy(&site);
+
+    //  Flow style, and an empty list.
+    site = s_load("site: s\ndevsim: {start: [\"silent a,b\", ping]}\nioservers: [{name: a}]\n"
+                  "channels:\n");
+    assert_int_equal(site->ndevsim_start, 2);
+    assert_string_equal(site->devsim_start[0], "silent a,b");
+    assert_string_equal(site->devsim_start[1], "ping");
+    assert_int_equal(site->devsim_start_line[1], 2);
+    site_destroy(&site);
+    site = s_load("site: s\ndevsim: {start: []}\nioservers: [{name: a}]\nchannels:\n");
+    assert_int_equal(site->ndevsim_start, 0);
+    site_destroy(&site);
+
+    s_case_t cases[] = {
+        {"site: s\ndevsim: {start: \"silent a\"}\n", 2, "devsim.start",
+         "expected a list, got a single value"},
+        {"site: s\ndevsim:\n  start:\n    - ping\n    - {silent: a}\n", 5, "devsim.start[1]",
+         "expected a control command (a string such as \"silent plc1\"), got a mapping"},
+        {"site: s\ndevsim: {start: [ping, [silent, a]]}\n", 2, "devsim.start[1]", "got a list"},
+        {"site: s\ndevsim: {start: [\"\"]}\n", 2, "devsim.start[0]", "must not be empty"},
+        {"site: s\ndevsim: {start: [\"silent ${SCADA_T_UNSET}\"]}\n", 2, "devsim.start[0]",
+         "environment variable SCADA_T_UNSET is not set"},
+    };
+    RUN(cases);
+    s_env_clear();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1222,6 +1480,10 @@ int main(void)
         cmocka_unit_test(test_error_serial),
         cmocka_unit_test(test_error_tag_rules),
         cmocka_unit_test(test_alarms),
+        cmocka_unit_test(test_env_expansion),
+        cmocka_unit_test(test_env_typed_values),
+        cmocka_unit_test(test_env_errors),
+        cmocka_unit_test(test_devsim_start),
     };
     return cmocka_run_group_tests_name("site", tests, NULL, NULL);
 }
