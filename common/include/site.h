@@ -280,4 +280,16 @@ int site_type_width(site_type_t type);
 //  Name of a sync policy as written in the site file ("batch", "each", "none").
 const char *site_sync_name(site_sync_t sync);
 
+//  Bind a ZeroMQ socket to an endpoint of the site file (common/src/sbind.c).
+//  The endpoint is bound as given, except a tcp:// endpoint whose host is a
+//  host name (not *, not an IPv4 or [IPv6] address, not an interface of this
+//  machine): ZeroMQ cannot bind a name, and peers connect to it by that name
+//  (a docker-compose service), so it is bound as tcp://*:PORT, and
+//  localhost as tcp://127.0.0.1:PORT, with one log line saying so. A
+//  bracketed IPv6 address turns the socket's ipv6 option on. Returns what
+//  zsock_bind() returns (>= 0: the port, 0 for a non-tcp endpoint), or -1
+//  with "cannot bind ENDPOINT: reason" in err.
+typedef struct _zsock_t zsock_t;
+int site_bind(zsock_t *sock, const char *endpoint, char *err, size_t errlen);
+
 #endif
