@@ -11,7 +11,8 @@
 #include <strings.h>
 
 #define S_MAX_WORDS 8
-#define S_MAX_DELAY 3600000 //  ms; an hour is silence for any client
+#define S_MAX_DELAY 3600000  //  ms; an hour is silence for any client
+#define S_MAX_FLAP  86400000 //  ms; a phase of a flapping device, a day at most
 
 //  A growing string for replies; on no memory it stays NULL and the reply is lost.
 typedef struct {
@@ -214,6 +215,10 @@ static void s_stats_device(devsim_t *self, simdev_t *dev, s_buf_t *buf)
     }
     s_printf(buf, ",\"gateway\":%s,\"unit\":%u,\"transport\":\"%s\"", ep.gateway ? "true" : "false",
              device->unit, ep.serial ? "rtu" : "tcp");
+    simdev_flap_t flap;
+    if (simdev_flap(dev, devsim_now(self), &flap))
+        s_printf(buf, ",\"flap\":{\"up_ms\":%u,\"down_ms\":%u,\"up\":%s,\"next_ms\":%lld}",
+                 flap.up_ms, flap.down_ms, flap.up ? "true" : "false", (long long)flap.next_ms);
     if (ep.serial) {
         s_printf(buf, ",\"channel\":");
         s_json_string(buf, ep.channel);
@@ -307,8 +312,40 @@ static const struct {
 
 static const char *s_help =
     "ok commands: ping | silent DEV | refuse DEV | normal DEV | delay DEV MS | "
-    "exception DEV CODE | garbage DEV | disconnect DEV | set TAG VALUE | get TAG | "
-    "stats [DEV]; DEV is a name, a comma list or *";
+    "exception DEV CODE | garbage DEV | flap DEV UP_MS DOWN_MS [delay MS] | disconnect DEV | "
+    "set TAG VALUE | get TAG | stats [DEV]; DEV is a name, a comma list or *";
+
+//  flap DEV UP_MS DOWN_MS [delay MS]
+static char *s_flap(devsim_t *self, int argc, char **argv)
+{
+    if ((argc != 4 && argc != 6) || (argc == 6 && strcmp(argv[4], "delay") != 0))
+        return s_reply("error: usage: flap DEV UP_MS DOWN_MS [delay MS]");
+    long up = 0, down = 0, delay = 0;
+    static const char *const what[] = {"UP_MS", "DOWN_MS"};
+    long *phase[] = {&up, &down};
+    for (int i = 0; i < 2; i++)
+        if (!s_int(argv[2 + i], 1, S_MAX_FLAP, phase[i]))
+            return s_reply("error: flap: %s must be an integer in 1..%d, not \"%s\"", what[i],
+                           S_MAX_FLAP, argv[2 + i]);
+    if (argc == 6 && !s_int(argv[5], 0, S_MAX_DELAY, &delay))
+        return s_reply("error: flap: delay MS must be an integer in 0..%d, not \"%s\"", S_MAX_DELAY,
+                       argv[5]);
+    simdev_t **devs = NULL;
+    char *error = NULL;
+    long n = s_devices(self, argv[1], &devs, &error);
+    if (n < 0)
+        return error;
+    char first[512] = "";
+    for (long i = 0; i < n; i++) {
+        char err[512];
+        if (devsim_set_flap(self, devs[i], (uint32_t)up, (uint32_t)down, (int)delay, err,
+                            sizeof err) != 0 &&
+            !*first)
+            snprintf(first, sizeof first, "%s", err);
+    }
+    free(devs);
+    return *first ? s_reply("error: %s", first) : s_reply("ok");
+}
 
 static char *s_handle(devsim_t *self, int argc, char **argv)
 {
@@ -344,6 +381,8 @@ static char *s_handle(devsim_t *self, int argc, char **argv)
         return *first ? s_reply("error: %s", first) : s_reply("ok");
     }
 
+    if (strcmp(cmd, "flap") == 0)
+        return s_flap(self, argc, argv);
     if (strcmp(cmd, "disconnect") == 0) {
         if (argc != 2)
             return s_reply("error: usage: disconnect DEV");

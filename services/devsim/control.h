@@ -10,6 +10,9 @@
         delay DEV MS            answer MS ms late, in order
         exception DEV CODE      answer every request with exception CODE (1..11)
         garbage DEV             answer with malformed frames
+        flap DEV UP DOWN [delay MS]
+                                intermittent: answer for UP ms (MS late), then
+                                silent for DOWN ms, and again
         disconnect DEV          close current connections once ("ok N" closed)
         set TAG VALUE           set a value and freeze the tag's sim ("ok VALUE")
         get TAG                 "ok VALUE"

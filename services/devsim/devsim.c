@@ -324,14 +324,16 @@ static int s_conn_serve(devsim_t *self, s_conn_t *conn, const uint8_t *adu, int 
 {
     s_listener_t *listener = conn->listener;
     simdev_t *dev = listener->gateway ? listener->units[adu[6]] : listener->devs[0];
+    //  A flapping device acts as normal, delay or silent, by the time.
+    simdev_mode_t mode = dev ? simdev_acting(dev, self->now) : SIMDEV_NORMAL;
     if (!queued) {
         if (dev)
             simdev_stats(dev)->requests++;
         else
             listener->unknown++;
         //  Behind a queued answer everything queues, so answers stay in order.
-        int delay = dev ? simdev_delay_ms(dev) : 0;
-        if (conn->queue.head || (dev && simdev_mode(dev) == SIMDEV_DELAY))
+        int delay = mode == SIMDEV_DELAY ? simdev_delay_ms(dev) : 0;
+        if (conn->queue.head || mode == SIMDEV_DELAY)
             return s_queue_push(self, &conn->queue, s_key(conn->fd, conn->serial), adu, len, delay);
     }
     if (!dev) //  a gateway whose target does not exist
@@ -340,7 +342,7 @@ static int s_conn_serve(devsim_t *self, s_conn_t *conn, const uint8_t *adu, int 
     simdev_stats_t *stats = simdev_stats(dev);
     mbserve_kind_t kind = MBSERVE_DATA;
     int rc = 0;
-    switch (simdev_mode(dev)) {
+    switch (mode) {
     case SIMDEV_SILENT:
         stats->ignored++;
         return 0;
@@ -709,6 +711,7 @@ static void s_port_serve(devsim_t *self, s_port_t *port, const uint8_t *adu, int
 {
     uint8_t unit = adu[0];
     simdev_t *dev = unit ? port->units[unit] : NULL;
+    simdev_mode_t mode = dev ? simdev_acting(dev, self->now) : SIMDEV_NORMAL;
     if (!queued) {
         if (unit == 0) {
             port->broadcasts++;
@@ -721,8 +724,8 @@ static void s_port_serve(devsim_t *self, s_port_t *port, const uint8_t *adu, int
         } else
             simdev_stats(dev)->requests++;
         //  Behind a queued answer everything queues, so the bus stays in order.
-        int delay = dev ? simdev_delay_ms(dev) : 0;
-        if (port->queue.head || (dev && simdev_mode(dev) == SIMDEV_DELAY)) {
+        int delay = mode == SIMDEV_DELAY ? simdev_delay_ms(dev) : 0;
+        if (port->queue.head || mode == SIMDEV_DELAY) {
             if (s_queue_push(self, &port->queue, s_key(port->fd, port->serial), adu, len, delay) !=
                 0)
                 slog_warn("serial port %s: out of memory, request dropped", port->path);
@@ -732,8 +735,8 @@ static void s_port_serve(devsim_t *self, s_port_t *port, const uint8_t *adu, int
     if (unit == 0) {
         //  Broadcast: every device that would answer applies it; nobody answers.
         for (size_t i = 0; i < port->ndevs; i++) {
-            simdev_mode_t mode = simdev_mode(port->devs[i]);
-            if (mode == SIMDEV_NORMAL || mode == SIMDEV_DELAY)
+            simdev_mode_t acting = simdev_acting(port->devs[i], self->now);
+            if (acting == SIMDEV_NORMAL || acting == SIMDEV_DELAY)
                 mbserve_broadcast(self->rtuctx, adu, len, 2, simdev_mapping(port->devs[i]));
             else
                 simdev_stats(port->devs[i])->ignored++;
@@ -743,7 +746,7 @@ static void s_port_serve(devsim_t *self, s_port_t *port, const uint8_t *adu, int
     simdev_stats_t *stats = simdev_stats(dev);
     mbserve_kind_t kind = MBSERVE_DATA;
     int rc = 0;
-    switch (simdev_mode(dev)) {
+    switch (mode) {
     case SIMDEV_SILENT:
     case SIMDEV_REFUSE: //  only while another unit keeps the port open: absent from the bus
         stats->ignored++;
@@ -1182,6 +1185,30 @@ static int s_add_channel(devsim_t *self, const site_channel_t *ch, const devsim_
     return 0;
 }
 
+//  The site's devsim.start commands, in order, as if they came on the
+//  control socket. Returns 0, or -1 with the first failure in err.
+static int s_start_commands(devsim_t *self, char *err, size_t errlen)
+{
+    const site_t *site = self->site;
+    for (size_t i = 0; i < site->ndevsim_start; i++) {
+        const char *command = site->devsim_start[i];
+        char *reply = control_handle(self, command);
+        if (!reply) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        if (strncmp(reply, "ok", 2) != 0) {
+            snprintf(err, errlen, "%s:%d: devsim.start[%zu]: \"%s\" failed: %s", site->path,
+                     site->devsim_start_line[i], i, command, reply);
+            free(reply);
+            return -1;
+        }
+        slog_info("start: %s: %.200s", command, reply);
+        free(reply);
+    }
+    return 0;
+}
+
 devsim_t *devsim_new(const site_t *site, const devsim_config_t *config, char *err, size_t errlen,
                      devsim_error_t *error)
 {
@@ -1250,9 +1277,14 @@ devsim_t *devsim_new(const site_t *site, const devsim_config_t *config, char *er
         //  Commands are short; libzmq drops a peer that sends more.
         zsock_set_maxmsgsize(self->control, 65536);
     }
-    if (!self->control || zsock_bind(self->control, "%s", config->control) < 0) {
-        snprintf(err, errlen, "cannot bind the control socket at %s: %s", config->control,
-                 zmq_strerror(zmq_errno()));
+    if (s_start_commands(self, err, errlen) != 0) {
+        *error = DEVSIM_EBADCONFIG;
+        devsim_destroy(&self);
+        return NULL;
+    }
+    char why[512] = "out of memory";
+    if (!self->control || site_bind(self->control, config->control, why, sizeof why) < 0) {
+        snprintf(err, errlen, "control socket: %s", why);
         devsim_destroy(&self);
         return NULL;
     }
@@ -1328,10 +1360,26 @@ static void s_control_drain(devsim_t *self)
     }
 }
 
+#define S_FLAP_LOG 8 //  flapping devices turning in one tick logged by name; more are counted
+
 static void s_tick(devsim_t *self)
 {
-    for (size_t i = 0; i < self->nserved; i++)
-        simdev_tick(self->served[i].dev, self->now - self->start);
+    size_t turned[2] = {0, 0}; //  went down, went up
+    for (size_t i = 0; i < self->nserved; i++) {
+        simdev_t *dev = self->served[i].dev;
+        simdev_tick(dev, self->now - self->start);
+        bool up = false;
+        simdev_flap_t flap;
+        if (!simdev_flap_turned(dev, self->now, &up) || !simdev_flap(dev, self->now, &flap))
+            continue;
+        if (turned[0] + turned[1] < S_FLAP_LOG)
+            slog_info("device %s: flap: %s for %lld ms", simdev_device(dev)->name,
+                      up ? "up, answering" : "down, silent", (long long)flap.next_ms);
+        turned[up]++;
+    }
+    if (turned[0] + turned[1] > S_FLAP_LOG)
+        slog_info("flap: %zu device(s) went down and %zu up in this tick (%d logged)", turned[0],
+                  turned[1], S_FLAP_LOG);
     for (size_t i = 0; i < self->nlisteners; i++) {
         s_listener_t *listener = self->listeners[i];
         if (listener->paused && listener->fd >= 0) {
@@ -1431,13 +1479,10 @@ static s_served_t *s_served_of(devsim_t *self, simdev_t *dev)
     return served;
 }
 
-int devsim_set_mode(devsim_t *self, simdev_t *dev, simdev_mode_t mode, int arg, char *err,
-                    size_t errlen)
+//  Open or close the device's socket or port as its new mode wants.
+static int s_sync(devsim_t *self, simdev_t *dev, char *err, size_t errlen)
 {
     s_served_t *served = s_served_of(self, dev);
-    if (simdev_mode(dev) != mode || mode == SIMDEV_DELAY || mode == SIMDEV_EXCEPTION)
-        slog_info("device %s: %s", simdev_device(dev)->name, simdev_mode_name(mode));
-    simdev_set_mode(dev, mode, arg);
     if (served->port) {
         s_port_sync(self, served->port);
         return 0;
@@ -1450,6 +1495,33 @@ int devsim_set_mode(devsim_t *self, simdev_t *dev, simdev_mode_t mode, int arg, 
         return -1;
     }
     return 0;
+}
+
+int devsim_set_mode(devsim_t *self, simdev_t *dev, simdev_mode_t mode, int arg, char *err,
+                    size_t errlen)
+{
+    if (simdev_mode(dev) != mode || mode == SIMDEV_DELAY || mode == SIMDEV_EXCEPTION)
+        slog_info("device %s: %s", simdev_device(dev)->name, simdev_mode_name(mode));
+    simdev_set_mode(dev, mode, arg);
+    return s_sync(self, dev, err, errlen);
+}
+
+int devsim_set_flap(devsim_t *self, simdev_t *dev, uint32_t up_ms, uint32_t down_ms, int delay_ms,
+                    char *err, size_t errlen)
+{
+    if (delay_ms > 0)
+        slog_info("device %s: flap, up %u ms (answers %d ms late), down %u ms",
+                  simdev_device(dev)->name, up_ms, delay_ms, down_ms);
+    else
+        slog_info("device %s: flap, up %u ms, down %u ms", simdev_device(dev)->name, up_ms,
+                  down_ms);
+    simdev_set_flap(dev, up_ms, down_ms, delay_ms, self->now);
+    return s_sync(self, dev, err, errlen);
+}
+
+int64_t devsim_now(const devsim_t *self)
+{
+    return self->now;
 }
 
 size_t devsim_disconnect(devsim_t *self, simdev_t *dev)

@@ -44,8 +44,10 @@ typedef struct {
 typedef enum { DEVSIM_EBADCONFIG = 2, DEVSIM_ERUNTIME = 1 } devsim_error_t;
 
 //  Open every local device's listening socket, every serial channel's port
-//  (one that cannot be opened yet is retried from the loop) and the control
-//  socket.
+//  (one that cannot be opened yet is retried from the loop), apply the
+//  site's devsim.start commands in order (one that fails is
+//  DEVSIM_EBADCONFIG, its site line and reply in err) and bind the control
+//  socket (with site_bind(): a host name binds every interface).
 //  The site must outlive the server. Returns NULL with a message in err and
 //  the kind of failure in *error. Caller owns the return value.
 devsim_t *devsim_new(const site_t *site, const devsim_config_t *config, char *err, size_t errlen,
@@ -80,6 +82,14 @@ simdev_t *devsim_device(devsim_t *self, const char *name);
 //  reopened is not a failure: it is retried every second.
 int devsim_set_mode(devsim_t *self, simdev_t *dev, simdev_mode_t mode, int arg, char *err,
                     size_t errlen);
+
+//  Make a device intermittent (see simdev_set_flap()) from now on; opens its
+//  socket or port if it was refused. Returns as devsim_set_mode().
+int devsim_set_flap(devsim_t *self, simdev_t *dev, uint32_t up_ms, uint32_t down_ms, int delay_ms,
+                    char *err, size_t errlen);
+
+//  The loop's clock: monotonic ms, read once per turn.
+int64_t devsim_now(const devsim_t *self);
 
 //  Close the device's current connections (all of its gateway's, behind a
 //  gateway); keep listening. On a serial channel close the port and reopen

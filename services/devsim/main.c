@@ -48,8 +48,10 @@ static void s_usage(FILE *out)
             "  --help            this text\n"
             "\n"
             "Control commands (one text frame each): ping, silent DEV, refuse DEV,\n"
-            "normal DEV, delay DEV MS, exception DEV CODE, garbage DEV, disconnect DEV,\n"
-            "set TAG VALUE, get TAG, stats [DEV], help. See docs/devsim.md.\n"
+            "normal DEV, delay DEV MS, exception DEV CODE, garbage DEV,\n"
+            "flap DEV UP_MS DOWN_MS [delay MS], disconnect DEV, set TAG VALUE, get TAG,\n"
+            "stats [DEV], help. The site's devsim: {start: [...]} commands are applied\n"
+            "at start. See docs/devsim.md.\n"
             "Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad site file.\n",
             S_DEFAULT_CONTROL);
 }

@@ -25,6 +25,12 @@ struct _simdev_t {
     simdev_mode_t mode;
     int delay_ms;  //  SIMDEV_DELAY
     int exception; //  SIMDEV_EXCEPTION
+    struct {       //  SIMDEV_FLAP
+        uint32_t up_ms, down_ms;
+        int delay_ms;
+        int64_t start; //  monotonic ms the first up phase began
+        bool was_up;   //  as last reported by simdev_flap_turned()
+    } flap;
     simdev_stats_t stats;
     uint64_t rng; //  garbage answers
 };
@@ -209,7 +215,55 @@ simdev_mode_t simdev_mode(const simdev_t *self)
 
 int simdev_delay_ms(const simdev_t *self)
 {
+    if (self->mode == SIMDEV_FLAP)
+        return self->flap.delay_ms;
     return self->mode == SIMDEV_DELAY ? self->delay_ms : 0;
+}
+
+void simdev_set_flap(simdev_t *self, uint32_t up_ms, uint32_t down_ms, int delay_ms, int64_t now_ms)
+{
+    assert(up_ms > 0 && down_ms > 0);
+    self->mode = SIMDEV_FLAP;
+    self->flap.up_ms = up_ms;
+    self->flap.down_ms = down_ms;
+    self->flap.delay_ms = delay_ms;
+    self->flap.start = now_ms;
+    self->flap.was_up = true;
+}
+
+bool simdev_flap(const simdev_t *self, int64_t now_ms, simdev_flap_t *out)
+{
+    if (self->mode != SIMDEV_FLAP)
+        return false;
+    int64_t up = self->flap.up_ms, cycle = up + self->flap.down_ms;
+    int64_t t = now_ms > self->flap.start ? now_ms - self->flap.start : 0;
+    int64_t pos = t % cycle;
+    *out = (simdev_flap_t){.up_ms = self->flap.up_ms,
+                           .down_ms = self->flap.down_ms,
+                           .delay_ms = self->flap.delay_ms,
+                           .up = pos < up,
+                           .next_ms = pos < up ? up - pos : cycle - pos};
+    return true;
+}
+
+simdev_mode_t simdev_acting(const simdev_t *self, int64_t now_ms)
+{
+    simdev_flap_t flap;
+    if (!simdev_flap(self, now_ms, &flap))
+        return self->mode;
+    if (!flap.up)
+        return SIMDEV_SILENT;
+    return flap.delay_ms > 0 ? SIMDEV_DELAY : SIMDEV_NORMAL;
+}
+
+bool simdev_flap_turned(simdev_t *self, int64_t now_ms, bool *up)
+{
+    simdev_flap_t flap;
+    if (!simdev_flap(self, now_ms, &flap) || flap.up == self->flap.was_up)
+        return false;
+    self->flap.was_up = flap.up;
+    *up = flap.up;
+    return true;
 }
 
 int simdev_exception_code(const simdev_t *self)
@@ -219,7 +273,8 @@ int simdev_exception_code(const simdev_t *self)
 
 const char *simdev_mode_name(simdev_mode_t mode)
 {
-    static const char *names[] = {"normal", "silent", "refuse", "delay", "exception", "garbage"};
+    static const char *names[] = {"normal",    "silent",  "refuse", "delay",
+                                  "exception", "garbage", "flap"};
     return (unsigned)mode < sizeof names / sizeof names[0] ? names[mode] : "?";
 }
 

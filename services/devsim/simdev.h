@@ -23,7 +23,9 @@ typedef enum {
     SIMDEV_REFUSE,     //  not listening (behind a gateway: the gateway says target failed)
     SIMDEV_DELAY,      //  answers delay_ms late, in order
     SIMDEV_EXCEPTION,  //  answers every request with one exception code
-    SIMDEV_GARBAGE     //  answers with malformed frames
+    SIMDEV_GARBAGE,    //  answers with malformed frames
+    SIMDEV_FLAP        //  intermittent: answers for up_ms (delay_ms late, or at once), then
+                       //  is silent for down_ms, and again
 } simdev_mode_t;
 
 //  Counters since start; the transport increments them.
@@ -65,13 +67,43 @@ int simdev_set(simdev_t *self, const site_tag_t *tag, double value, const char *
 double simdev_get(simdev_t *self, const site_tag_t *tag);
 
 //  The fault mode; `arg` is the delay in ms (SIMDEV_DELAY) or the exception
-//  code (SIMDEV_EXCEPTION), ignored otherwise.
+//  code (SIMDEV_EXCEPTION), ignored otherwise. SIMDEV_FLAP is set with
+//  simdev_set_flap().
 void simdev_set_mode(simdev_t *self, simdev_mode_t mode, int arg);
 simdev_mode_t simdev_mode(const simdev_t *self);
+
+//  How late answers go out: SIMDEV_DELAY's delay, or a flapping device's
+//  delay while up; 0 otherwise.
 int simdev_delay_ms(const simdev_t *self);
 int simdev_exception_code(const simdev_t *self);
 
-//  "normal", "silent", "refuse", "delay", "exception", "garbage".
+//  Make the device intermittent from now_ms on: up (answering, delay_ms
+//  late when delay_ms > 0) for up_ms, then silent for down_ms, and so on,
+//  starting up, until another mode replaces it. up_ms and down_ms > 0.
+void simdev_set_flap(simdev_t *self, uint32_t up_ms, uint32_t down_ms, int delay_ms,
+                     int64_t now_ms);
+
+//  The mode in force at now_ms: a flapping device is SIMDEV_NORMAL (or
+//  SIMDEV_DELAY, with a delay) while up and SIMDEV_SILENT while down; any
+//  other mode is itself.
+simdev_mode_t simdev_acting(const simdev_t *self, int64_t now_ms);
+
+//  A flapping device's cycle at now_ms.
+typedef struct {
+    uint32_t up_ms, down_ms;
+    int delay_ms;    //  of the answers while up
+    bool up;         //  answering now
+    int64_t next_ms; //  until it goes down (up) or up (down)
+} simdev_flap_t;
+
+//  Fills *out and returns true for a flapping device; false otherwise.
+bool simdev_flap(const simdev_t *self, int64_t now_ms, simdev_flap_t *out);
+
+//  True once each time a flapping device went up or down since the last
+//  call (*up says which); for the log.
+bool simdev_flap_turned(simdev_t *self, int64_t now_ms, bool *up);
+
+//  "normal", "silent", "refuse", "delay", "exception", "garbage", "flap".
 const char *simdev_mode_name(simdev_mode_t mode);
 
 //  The device's counters, for the transport to increment.

@@ -17,7 +17,7 @@ import pytest
 import zmq
 from pymodbus.client import ModbusTcpClient
 
-NDEV = 12  # network devices d0..d11 of the shared site
+NDEV = 14  # network devices d0..d13 of the shared site
 UNITS = (1, 2, 7)  # gateway units g1, g2, g7
 
 
@@ -52,8 +52,9 @@ def device(name, port, index, host="127.0.0.1"):
     }
 
 
-def make_site(path, base, ndev, control, gateway=True):
-    """Write a site file: ndev network devices on base.., a gateway on base+ndev."""
+def make_site(path, base, ndev, control, gateway=True, start=None):
+    """Write a site file: ndev network devices on base.., a gateway on base+ndev;
+    `start`: the devsim.start commands."""
     channels = [{"name": "net", "type": "network",
                  "devices": [device("d%d" % i, base + i, i) for i in range(ndev)]}]
     if gateway:
@@ -70,6 +71,8 @@ def make_site(path, base, ndev, control, gateway=True):
                      "tags": [{"name": "RTU1.V", "address": "hr:0"}]}]})
     site = {"site": "devsimtest", "devsim": {"control": control},
             "ioservers": [{"name": "io1"}], "channels": channels}
+    if start is not None:
+        site["devsim"]["start"] = start
     with open(path, "w") as f:
         # JSON is YAML, and pure-Python yaml.dump takes seconds for 2,000 devices.
         json.dump(site, f, indent=1)
@@ -79,11 +82,16 @@ def make_site(path, base, ndev, control, gateway=True):
 class Devsim:
     """A running scada-devsim and a REQ socket on its control endpoint."""
 
-    def __init__(self, binary, site, control, extra=(), log=None):
+    def __init__(self, binary, site, control, extra=(), log=None, env=None, pass_control=True):
+        """pass_control=False: devsim takes its control endpoint from the site
+        file; `control` is where to reach it."""
         self.control = control
         self.log = log
-        self.proc = subprocess.Popen([binary, "--config", str(site), "--control", control,
-                                      *extra], stdout=subprocess.DEVNULL, stderr=log)
+        argv = [binary, "--config", str(site)]
+        if pass_control:
+            argv += ["--control", control]
+        self.proc = subprocess.Popen([*argv, *extra], stdout=subprocess.DEVNULL, stderr=log,
+                                     env=env)
         self.ctx = zmq.Context()
         self.ctx.setsockopt(zmq.LINGER, 0)  # never wait for an unanswered request at exit
         self.sock = None
@@ -487,6 +495,15 @@ def test_control_errors(plant):
         ("ping pong", "no arguments"),
         ("stats nosuch", "no device"),
         ("x " * 20, "too many"),
+        ("flap d0", "usage"),
+        ("flap d0 1000", "usage"),
+        ("flap d0 0 1000", "UP_MS must be an integer in 1..86400000"),
+        ("flap d0 1000 86400001", "DOWN_MS"),
+        ("flap d0 1000 soon", "DOWN_MS"),
+        ("flap d0 1000 1000 delay", "usage"),
+        ("flap d0 1000 1000 late 5", "usage"),
+        ("flap d0 1000 1000 delay -1", "delay MS"),
+        ("flap d0,nosuch 1000 1000", "no device nosuch"),
     ]:
         reply = plant.cmd(bad)
         assert reply.startswith("error: ") and why in reply, (bad, reply)
@@ -503,6 +520,193 @@ def test_control_errors(plant):
     assert not big.poll(300)
     big.close(linger=0)
     assert plant.cmd("ping") == "ok pong"
+
+
+def wait_flap(ds, dev, up, min_left_ms, timeout=10):
+    """Wait until `dev` is flapping in the phase `up` with at least
+    min_left_ms of it left; returns its stats."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        st = ds.stats(dev)["devices"][dev]
+        assert st["mode"] == "flap", st
+        if st["flap"]["up"] == up and st["flap"]["next_ms"] >= min_left_ms:
+            return st
+        time.sleep(0.05)
+    raise AssertionError("%s never %s with %d ms left" % (dev, "up" if up else "down",
+                                                          min_left_ms))
+
+
+def ask(sock, tid, unit=1, wait=0.4):
+    """Send one read of hr:0 on an open connection; the transaction ids of
+    the answers that came within `wait` seconds."""
+    sock.sendall(mbap_read(tid, unit, 0 if unit == 1 else 10, 1))
+    data = recv_for(sock, wait)
+    tids = []
+    while len(data) >= 9:
+        n = 6 + struct.unpack(">H", data[4:6])[0]
+        tids.append(struct.unpack(">H", data[:2])[0])
+        data = data[n:]
+    return tids
+
+
+def test_flap(plant):
+    port = plant.base + 12
+    gw = plant.base + NDEV
+    # One network device and one unit behind the gateway, the same cycle.
+    plant.ok("flap d12,g7 1500 1500")
+    st = plant.stats("d12")["devices"]["d12"]
+    assert st["mode"] == "flap" and st["listening"]
+    assert st["flap"]["up_ms"] == 1500 and st["flap"]["down_ms"] == 1500
+    assert st["flap"]["up"] is True and 0 < st["flap"]["next_ms"] <= 1500  # starts up
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s, \
+            socket.create_connection(("127.0.0.1", gw), timeout=2) as g:
+        wait_flap(plant, "d12", True, 700)
+        assert ask(s, 1) == [1]
+        assert ask(g, 1, unit=7) == [1]
+        before = plant.stats("d12")["devices"]["d12"]["ignored"]
+        # Down: silent, the connection kept; the gateway's other units answer.
+        wait_flap(plant, "d12", False, 900)
+        assert ask(s, 2) == []
+        assert ask(g, 2, unit=7) == []
+        assert ask(g, 3, unit=1) == [3]
+        st = plant.stats("d12")["devices"]["d12"]
+        assert st["ignored"] == before + 1 and st["connections"] == 1
+        assert plant.stats("g7")["devices"]["g7"]["mode"] == "flap"
+        # Up again: answers on the same connection, nothing for the dropped one.
+        wait_flap(plant, "d12", True, 700)
+        assert ask(s, 4) == [4]
+        assert ask(g, 4, unit=7) == [4]
+    plant.ok("normal d12,g7")
+    st = plant.stats("d12")["devices"]["d12"]
+    assert st["mode"] == "normal" and "flap" not in st
+    assert read_hr(port, 0, 1).registers == [112]
+
+
+def test_flap_with_delay(plant):
+    port = plant.base + 13
+    plant.ok("flap d13 2000 1200 delay 300")
+    st = plant.stats("d13")["devices"]["d13"]
+    assert st["mode"] == "flap" and st["delay_ms"] == 300 and st["flap"]["up"] is True
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+        wait_flap(plant, "d13", True, 1200)
+        t0 = time.time()
+        s.sendall(mbap_read(1, 1, 0, 1))
+        assert recv_for(s, 0.2) == b""  # not before the delay
+        data = recv_for(s, 0.6)
+        elapsed = time.time() - t0
+        assert struct.unpack(">H", data[:2])[0] == 1 and data[-2:] == b"\x00\x71"  # 113
+        assert 0.3 <= elapsed < 1.0, elapsed
+        wait_flap(plant, "d13", False, 900)
+        assert ask(s, 2, wait=0.6) == []
+        wait_flap(plant, "d13", True, 1200)
+        assert ask(s, 3, wait=0.6) == [3]
+    plant.ok("normal d13")
+    t0 = time.time()
+    assert read_hr(port, 0, 1).registers == [113]
+    assert time.time() - t0 < 0.25
+
+
+def test_start_commands(devsim_bin, tmp_path, free_ports):
+    base = free_ports(4)
+    control = "tcp://127.0.0.1:%d" % free_ports(1)
+    site = make_site(tmp_path / "site.yaml", base, 3, control,
+                     start=["silent d1,g2", "flap d2 60000 1000 delay 100", "set D0.CONST 4321"])
+    log = open(tmp_path / "devsim.log", "wb")
+    ds = Devsim(devsim_bin, site, control, log=log)
+    try:
+        # In force before the control socket answers ping.
+        st = ds.stats()["devices"]
+        assert st["d1"]["mode"] == "silent" and st["g2"]["mode"] == "silent"
+        assert st["d2"]["mode"] == "flap" and st["d2"]["flap"]["up"] is True
+        assert st["d2"]["delay_ms"] == 100 and st["d0"]["mode"] == "normal"
+        assert read_hr(base, 0, 1).registers == [4321]
+        assert failed(read_hr(base + 1, 0, 1))
+        assert read_hr(base + 3, 10, 1, unit=1).registers == [1001]
+        assert failed(read_hr(base + 3, 10, 1, unit=2))
+        # Control commands replace them as any mode.
+        ds.ok("normal d1")
+        assert read_hr(base + 1, 0, 1).registers == [101]
+    finally:
+        assert ds.stop() == 0
+        log.close()
+    text = (tmp_path / "devsim.log").read_text()
+    assert "start: silent d1,g2: ok" in text, text
+
+
+def test_bad_start_command_exits_2(devsim_bin, tmp_path, free_ports):
+    base = free_ports(4)
+    control = "tcp://127.0.0.1:%d" % free_ports(1)
+    for bad, why in [("silent nosuch", "no device nosuch in the site"),
+                     ("flap d0 1000", "usage: flap DEV UP_MS DOWN_MS [delay MS]"),
+                     ("frobnicate d0", "unknown command")]:
+        site = make_site(tmp_path / "site.yaml", base, 3, control, start=["silent d1", bad])
+        line = 1 + next(i for i, text in enumerate(open(site)) if bad in text)
+        r = subprocess.run([devsim_bin, "--config", str(site)], capture_output=True, timeout=10)
+        err = r.stderr.decode()
+        assert r.returncode == 2, (bad, err)
+        assert '%s:%d: devsim.start[1]: "%s" failed: error: ' % (site, line, bad) in err, err
+        assert why in err, err
+        # The devices were closed again: their ports are free.
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", base + 1))
+    # Not a string: the loader's error.
+    site = make_site(tmp_path / "site.yaml", base, 3, control, start=[{"silent": "d1"}])
+    r = subprocess.run([devsim_bin, "--config", str(site)], capture_output=True, timeout=10)
+    assert r.returncode == 2
+    assert b"devsim.start[0]: expected a control command" in r.stderr, r.stderr
+
+
+ENV_SITE = """\
+site: envtest
+devsim:
+  control: tcp://${DEVSIM_T_HOST:-127.0.0.1}:${DEVSIM_T_CONTROL}
+  start: ["silent ${DEVSIM_T_SILENT:-d1}"]
+ioservers: [{name: io1}]
+channels:
+  - name: net
+    type: network
+    devices:
+      - name: d0
+        address: ${DEVSIM_T_ADDR:-127.0.0.1}:${DEVSIM_T_PORT}
+        servers: [io1]
+        tags: [{name: D0.V, address: "hr:0", sim: {kind: const, initial: "${DEVSIM_T_V:-7}"}}]
+      - name: d1
+        address: "127.0.0.1:${DEVSIM_T_PORT1:-1}"
+        servers: [io1]
+"""
+
+
+def test_env_variables_in_site(devsim_bin, tmp_path, free_ports):
+    base = free_ports(2)
+    ctl = free_ports(1)
+    site = tmp_path / "site.yaml"
+    site.write_text(ENV_SITE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEVSIM_T_")}
+    # The control endpoint names a host (a docker-compose service): it is
+    # bound on every interface and reached at 127.0.0.1.
+    env.update(DEVSIM_T_HOST="devsim.scada-test.invalid", DEVSIM_T_CONTROL=str(ctl),
+               DEVSIM_T_PORT=str(base), DEVSIM_T_PORT1=str(base + 1), DEVSIM_T_V="42")
+    log = open(tmp_path / "devsim.log", "wb")
+    ds = Devsim(devsim_bin, site, "tcp://127.0.0.1:%d" % ctl, log=log, env=env,
+                pass_control=False)
+    try:
+        assert read_hr(base, 0, 1).registers == [42]
+        st = ds.stats()["devices"]
+        assert st["d0"]["endpoint"] == "127.0.0.1:%d" % base
+        assert st["d1"]["mode"] == "silent" and st["d1"]["endpoint"] == "127.0.0.1:%d" % (base + 1)
+    finally:
+        assert ds.stop() == 0
+        log.close()
+    text = (tmp_path / "devsim.log").read_text()
+    assert ("binding tcp://devsim.scada-test.invalid:%d as tcp://*:%d: "
+            "devsim.scada-test.invalid is a host name" % (ctl, ctl)) in text, text
+    # A variable without default that is not set: exit 2, file, line, key, name.
+    del env["DEVSIM_T_PORT"]
+    r = subprocess.run([devsim_bin, "--config", str(site)], capture_output=True, timeout=10,
+                       env=env)
+    assert r.returncode == 2
+    assert ("%s:11: channels[0].devices[0].address: environment variable DEVSIM_T_PORT is not "
+            "set (write ${DEVSIM_T_PORT:-default} to give a default)" % site) in r.stderr.decode()
 
 
 def test_star_targets_every_device(plant):
