@@ -1159,18 +1159,16 @@ alarmsvc_t *alarmsvc_new(site_t *site, const char *name)
 
     self->pub = zsock_new(ZMQ_PUB);
     zsock_set_sndhwm(self->pub, 100000);
-    if (zsock_bind(self->pub, "%s", site->alarm.publish) < 0) {
-        slog_error("cannot bind alarm publish endpoint %s: %s", site->alarm.publish,
-                   zmq_strerror(errno));
+    if (site_bind(self->pub, site->alarm.publish, err, sizeof err) < 0) {
+        slog_error("alarm publish endpoint: %s", err);
         alarmsvc_destroy(&self);
         return NULL;
     }
     self->control = zsock_new(ZMQ_ROUTER);
     zsock_set_maxmsgsize(self->control, 1024 * 1024);
     zsock_set_sndhwm(self->control, 1000);
-    if (zsock_bind(self->control, "%s", site->alarm.control) < 0) {
-        slog_error("cannot bind alarm control endpoint %s: %s", site->alarm.control,
-                   zmq_strerror(errno));
+    if (site_bind(self->control, site->alarm.control, err, sizeof err) < 0) {
+        slog_error("alarm control endpoint: %s", err);
         alarmsvc_destroy(&self);
         return NULL;
     }

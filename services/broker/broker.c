@@ -1811,8 +1811,9 @@ broker_t *broker_new(site_t *site, const char *name)
     zsock_set_rcvhwm(self->clients_sock, CLIENT_HWM);
     zsock_set_maxmsgsize(self->clients_sock, MAX_CLIENT_MSG);
     zsock_set_linger(self->clients_sock, 0);
-    if (zsock_bind(self->clients_sock, "%s", self->cfg->endpoint) < 0) {
-        slog_error("cannot bind client endpoint %s: %s", self->cfg->endpoint, zmq_strerror(errno));
+    char err[512];
+    if (site_bind(self->clients_sock, self->cfg->endpoint, err, sizeof err) < 0) {
+        slog_error("client endpoint: %s", err);
         broker_destroy(&self);
         return NULL;
     }

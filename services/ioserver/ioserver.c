@@ -2615,15 +2615,16 @@ ioserver_t *ioserver_new(site_t *site, const char *name)
 
     self->pub = zsock_new(ZMQ_PUB);
     zsock_set_sndhwm(self->pub, 100000);
-    if (zsock_bind(self->pub, "%s", self->cfg->publish) < 0) {
-        slog_error("cannot bind publish endpoint %s: %s", self->cfg->publish, zmq_strerror(errno));
+    char err[512];
+    if (site_bind(self->pub, self->cfg->publish, err, sizeof err) < 0) {
+        slog_error("publish endpoint: %s", err);
         ioserver_destroy(&self);
         return NULL;
     }
     self->control = zsock_new(ZMQ_ROUTER);
     zsock_set_maxmsgsize(self->control, 16 * 1024 * 1024);
-    if (zsock_bind(self->control, "%s", self->cfg->control) < 0) {
-        slog_error("cannot bind control endpoint %s: %s", self->cfg->control, zmq_strerror(errno));
+    if (site_bind(self->control, self->cfg->control, err, sizeof err) < 0) {
+        slog_error("control endpoint: %s", err);
         ioserver_destroy(&self);
         return NULL;
     }

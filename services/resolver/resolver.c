@@ -811,9 +811,9 @@ resolver_t *resolver_new(site_t *site, const char *name)
     zsock_set_rcvhwm(self->router, ROUTER_HWM);
     zsock_set_linger(self->router, 0);
     zsock_set_router_handover(self->router, 1);
-    if (zsock_bind(self->router, "%s", site->resolver.endpoint) < 0) {
-        slog_error("cannot bind resolver endpoint %s (resolver.endpoint of %s): %s",
-                   site->resolver.endpoint, site->path, zmq_strerror(errno));
+    char err[512];
+    if (site_bind(self->router, site->resolver.endpoint, err, sizeof err) < 0) {
+        slog_error("%s (resolver.endpoint of %s)", err, site->path);
         resolver_destroy(&self);
         return NULL;
     }
