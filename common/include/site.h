@@ -189,6 +189,7 @@ typedef struct {
     uint32_t journal_max_kb;       //  rotate past this size, default 65536
     int comm_priority;             //  priority of communication alarms, default 1
     char *comm_area;               //  their area, default "comm"
+    uint32_t comm_delay_ms;        //  TAG.COMM only after this long without a good value (10000)
     bool device_alarms;            //  COMM alarms for devices offline and channel/socket
                                    //  I/O timeouts, default true
     char *broker;                  //  broker it subscribes alarm tags through (default the

@@ -1996,6 +1996,11 @@ static const s_key_t s_alarm_keys[] = {
      .max = 1000},
     {.name = "comm_area", .kind = S_NAME, .offset = offsetof(site_alarm_t, comm_area)},
     {.name = "device_alarms", .kind = S_BOOL, .offset = offsetof(site_alarm_t, device_alarms)},
+    {.name = "comm_delay_ms",
+     .kind = S_U32,
+     .offset = offsetof(site_alarm_t, comm_delay_ms),
+     .min = 0,
+     .max = 3600000},
     {.name = "broker", .kind = S_NAME, .offset = offsetof(site_alarm_t, broker)},
 };
 
@@ -2269,6 +2274,7 @@ site_t *site_load_string(const char *text, size_t len, const char *name, char *e
     site->resolve_retry_backoff_ms = 500;
     site->alarm.comm_priority = 1;
     site->alarm.device_alarms = true;
+    site->alarm.comm_delay_ms = 10000;
     site->alarm.journal_max_kb = 65536;
     ld.site = site;
     if (!yaml_parser_initialize(&ld.parser)) {

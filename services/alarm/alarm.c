@@ -58,6 +58,8 @@ typedef struct {
     s_alarm_t *limits[5]; //  HIHI, HI, LO, LOLO or STATE
     size_t nlimits;
     s_alarm_t *comm;
+    site_device_t *device; //  the tag's device
+    bool bad;              //  its last value was not good
 } s_tagal_t;
 
 typedef struct {
@@ -191,8 +193,11 @@ static void s_make_alarms(alarmsvc_t *self)
             if (a)
                 ta->limits[ta->nlimits++] = a;
         }
+        ta->device = t->device;
         if (al->comm) {
-            al_config_t cfg = {.type = AL_COMM};
+            //  TAG.COMM waits comm_delay_ms: a failover or a restart that
+            //  brings good values back within it raises nothing.
+            al_config_t cfg = {.type = AL_COMM, .on_delay_ms = site->alarm.comm_delay_ms};
             al_format_id(id, sizeof id, t->name, AL_COMM);
             snprintf(msg, sizeof msg, "%s: no good value (communication)", t->name);
             ta->comm = s_alarm_new(self, id, SRC_TAG, t->name, &cfg, site->alarm.comm_priority,
@@ -449,6 +454,38 @@ static void s_condition(alarmsvc_t *self, s_alarm_t *a, bool met, int64_t now)
 //  --------------------------------------------------------------------------
 //  Sources: tag values (broker), I/O server events
 
+static s_alarm_t *s_find(alarmsvc_t *self, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+//  Is the alarm's condition met now (whatever its on-delay, shelve or
+//  service state)? A missing alarm is not.
+static bool s_met(const s_alarm_t *a)
+{
+    return a && (a->al.cond || a->al.active);
+}
+
+//  A tag of this device has no good value: is that already said by a
+//  communication alarm? It is when every I/O server that may serve the
+//  device is itself down (IO.COMM), has the device offline (DEVICE.COMM) or
+//  its link in I/O Timeout. Then TAG.COMM stays quiet: one dead RTU is one
+//  alarm per I/O server, not one more per tag (the designed suppression of
+//  ISA-18.2). Where any server should have the device, a bad tag is news.
+static bool s_comm_explained(alarmsvc_t *self, const site_device_t *dev)
+{
+    if (!dev || !self->site->alarm.device_alarms)
+        return false;
+    const char *ch = dev->channel ? dev->channel->name : "";
+    for (size_t i = 0; i < dev->nservers; i++) {
+        const char *io = dev->servers[i].ioserver;
+        if (!(s_met(s_find(self, "%s.COMM", io)) ||
+              s_met(s_find(self, "%s.%s.COMM", io, dev->name)) ||
+              s_met(s_find(self, "%s.%s.%s.IO_TIMEOUT", io, ch, dev->name)) ||
+              s_met(s_find(self, "%s.%s.IO_TIMEOUT", io, ch))))
+            return false;
+    }
+    return dev->nservers > 0;
+}
+
 static void s_on_value(scada_client_t *client, uint32_t page, const char *tag, uint32_t tag_id,
                        const scada_value_t *v, void *arg)
 {
@@ -476,7 +513,9 @@ static void s_on_value(scada_client_t *client, uint32_t page, const char *tag, u
         int n = al_on_value(&ta->limits[i]->al, v->value, good, now, evs);
         s_emit_all(self, ta->limits[i], evs, n, NULL, NULL, now);
     }
-    s_condition(self, ta->comm, !good, now);
+    ta->bad = !good;
+    if (ta->comm)
+        s_condition(self, ta->comm, !good && !s_comm_explained(self, ta->device), now);
 }
 
 static void s_on_client_event(scada_client_t *client, scada_client_event_t event, uint32_t page,
@@ -497,9 +536,6 @@ static void s_on_client_event(scada_client_t *client, scada_client_event_t event
     } else if (event == SCADA_CLIENT_ERROR)
         slog_warn("broker: %s", text ? text : "error");
 }
-
-static s_alarm_t *s_find(alarmsvc_t *self, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
 
 static s_alarm_t *s_find(alarmsvc_t *self, const char *fmt, ...)
 {
@@ -1063,6 +1099,15 @@ static int s_on_ping(zloop_t *loop, int timer_id, void *arg)
         if (io->comm && mono - io->answered > 3 * (int64_t)self->site->ping_time_ms)
             s_condition(self, (s_alarm_t *)io->comm, true, mclock_wall_ms());
     }
+    //  TAG.COMM of tags still bad: a communication alarm that explained
+    //  them may have cleared (or one raised) since their last value.
+    if (!self->blind)
+        for (size_t i = 0; i < self->site->ntags; i++) {
+            s_tagal_t *ta = &self->by_tag[i];
+            if (ta->comm && (ta->bad || s_met(ta->comm)))
+                s_condition(self, ta->comm, ta->bad && !s_comm_explained(self, ta->device),
+                            mclock_wall_ms());
+        }
     s_redis_refresh(self);
     return 0;
 }

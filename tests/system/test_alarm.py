@@ -25,6 +25,7 @@ import scada_helpers as H
 from scada_helpers import wait_until
 
 PING_MS = 500
+COMM_DELAY_S = 1.0  # comm_delay_ms of the sites that set it
 
 
 @pytest.fixture(scope="session")
@@ -250,7 +251,8 @@ def test_deadband_oscillation_raises_one_alarm(env):
 
 
 def test_restart_keeps_ack_and_raises_what_happened_meanwhile(env):
-    s = Site(env, ndev=2, tags_per_dev=lambda d: [level_tag("D%d.L" % (d + 1))])
+    s = Site(env, ndev=2, tags_per_dev=lambda d: [level_tag("D%d.L" % (d + 1))],
+             comm_delay_ms=int(COMM_DELAY_S * 1000))
     a = s.client()
     wait_until(lambda: a.request(kind=H.pb.AlarmRequest.LIST).status == H.pb.AlarmReply.OK,
                5, what="alarm service answers")
@@ -273,7 +275,9 @@ def test_restart_keeps_ack_and_raises_what_happened_meanwhile(env):
     assert act["D1.L.HI"].user == "olga"
     # ...and what happened while it was down is raised now.
     assert act["io1.d2.COMM"].state == S("UNACK_ACTIVE")
-    wait_until(lambda: "D2.L.COMM" in a.active(), 10, what="D2.L.COMM (bad quality)")
+    # D2.L has no good value, but io1.d2.COMM already says why: no TAG.COMM.
+    time.sleep(COMM_DELAY_S + 2 * PING_MS / 1000.0)
+    assert "D2.L.COMM" not in a.active()
     # A cleared alarm does not come back active: clear D1.L, ack, restart.
     s.devsim.ok("set D1.L 10")
     wait_until(lambda: "D1.L.HI" not in a.active(), 5, what="D1.L.HI cleared to normal")
@@ -287,6 +291,49 @@ def test_restart_keeps_ack_and_raises_what_happened_meanwhile(env):
     kinds = [e.kind for e in h.alarms]
     assert kinds == [K("RAISE"), K("ACK"), K("CLEAR")], kinds
     assert [e.seq for e in h.alarms] == sorted(e.seq for e in h.alarms)
+
+
+# ----------------------------------------------------------- one cause, one
+
+
+def test_tag_comm_waits_and_is_not_raised_for_a_dead_device(env):
+    """A dead device raises its DEVICE.COMM, not a TAG.COMM per tag; a tag
+    that is bad while its device answers (every read refused) raises TAG.COMM,
+    but only after comm_delay_ms; a bad spell shorter than that raises
+    nothing."""
+    delay_ms = 2000
+    s = Site(env, ndev=2, comm_delay_ms=delay_ms,
+             tags_per_dev=lambda d: [level_tag("D%d.L" % (d + 1)),
+                                     level_tag("D%d.M" % (d + 1), "hr:2")])
+    a = s.client()
+    wait_until(lambda: a.request(kind=H.pb.AlarmRequest.LIST).status == H.pb.AlarmReply.OK,
+               5, what="alarm service answers")
+    time.sleep(1.0)
+    t0 = time.monotonic()
+    # d1 dies: one alarm for the device, none for its two tags.
+    s.devsim.ok("refuse d1")
+    wait_until(lambda: "io1.d1.COMM" in a.active(), 5, what="io1.d1.COMM")
+    time.sleep(delay_ms / 1000.0 + 2 * PING_MS / 1000.0 + 0.5)
+    act = a.active()
+    assert "D1.L.COMM" not in act and "D1.M.COMM" not in act, sorted(act)
+    # d2 answers every read with an exception: online, but no good value.
+    s.devsim.ok("exception d2 2")
+    t_bad = time.monotonic()
+    wait_until(lambda: a.of("D2.L.COMM", t0, K("RAISE")), delay_ms / 1000.0 + 4,
+               what="D2.L.COMM after the delay")
+    raised_after = [t for t, e in a.events if e.alarm == "D2.L.COMM"
+                    and e.kind == K("RAISE")][0] - t_bad
+    assert raised_after >= delay_ms / 1000.0 - 0.3, raised_after
+    assert "io1.d2.COMM" not in a.active()
+    # Good again: it clears. A bad spell shorter than the delay raises nothing.
+    s.devsim.ok("normal d2")
+    wait_until(lambda: a.of("D2.L.COMM", t0, K("CLEAR")), 5, what="D2.L.COMM cleared")
+    t1 = time.monotonic()
+    s.devsim.ok("exception d2 2")
+    time.sleep(delay_ms / 1000.0 / 3)
+    s.devsim.ok("normal d2")
+    time.sleep(delay_ms / 1000.0 + 1.0)
+    assert not a.of("D2.M.COMM", t1, K("RAISE")) and not a.of("D2.L.COMM", t1, K("RAISE"))
 
 
 # --------------------------------------------------------------------- flood
