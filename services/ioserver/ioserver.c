@@ -637,10 +637,18 @@ static void s_lookup_done(s_link_t *link, int rc)
     int was = link->resolve_rc;
     link->resolve_rc = rc;
     if (rc != 0) {
-        link->naddrs = 0;
+        //  A name that is gone (no such host, no address) is forgotten. A
+        //  lookup that could not be answered (the DNS server is away) says
+        //  nothing about the device: the last addresses are kept and tried.
+        bool keep = link->naddrs > 0 &&
+                    (rc == EAI_AGAIN || rc == EAI_SYSTEM || rc == EAI_MEMORY || rc == EAI_FAIL);
+        if (!keep)
+            link->naddrs = 0;
         if (was != rc)
-            slog_warn("%s: cannot resolve %s: %s (looked up again at every connect attempt)",
-                      link->name, link->host, gai_strerror(rc));
+            slog_warn("%s: cannot resolve %s: %s (looked up again at every connect "
+                      "attempt%s)",
+                      link->name, link->host, gai_strerror(rc),
+                      keep ? "; the last known addresses are tried meanwhile" : "");
         return;
     }
     //  The same addresses in another order (round-robin DNS) are no change:
