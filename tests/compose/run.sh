@@ -37,7 +37,7 @@ until_ok() { # secs, command...
     if [ $((SECONDS - start)) -ge "$secs" ]; then return 1; fi
     sleep 0.5
   done
-  waited=$(echo "$(date +%s.%N) - $t0" | bc)
+  waited=$(awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN { printf "%.1f", a - b }')
   return 0
 }
 
@@ -47,7 +47,6 @@ command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
-command -v bc >/dev/null 2>&1 || need+=(bc)
 if [ ${#need[@]} -gt 0 ]; then
   echo "compose-test: installing ${need[*]}"
   apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null \
