@@ -86,7 +86,7 @@ $(foreach s,$(SERVICES),$(eval $(call service_rule,$(s))))
 # #include "../../services/ioserver/foo.c"), so they see services/ headers too.
 $(BUILD)/tests/%: tests/unit/%.c $(LIB) $(PROTO_H)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Iservices/ioserver -Iservices/devsim -Iservices/scadactl -MMD -MP -MF $@.d \
+	$(CC) $(CFLAGS) -Iservices/ioserver -Iservices/devsim -Iservices/scadactl -Iservices/broker -MMD -MP -MF $@.d \
 	    -o $@ $< $(LIB) $(LDLIBS) -lcmocka $(LDFLAGS)
 
 # Fuzz targets: clang libFuzzer with ASan/UBSan; they compile the codec sources directly.

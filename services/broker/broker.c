@@ -278,7 +278,8 @@ static void s_fill_update(Scada__Update *u, const s_tag_t *tag, int64_t base, co
         else
             u->reason = (char *)tag->reason;
         *prev = tag->reason;
-    }
+    } else
+        *prev = NULL; //  "the previous update's reason": a good one has none
     if (tag->ts != base) {
         u->has_ts = true;
         u->ts = tag->ts - base;
