@@ -44,7 +44,9 @@ static const char *s_endpoint = NULL; //  --endpoint: overrides the site's broke
 static long s_count = 0;              //  watch: stop after this many updates (0: never)
 static long s_duration_ms = 0;        //  watch: stop after this long (0: never)
 static bool s_watch_alarms = false;   //  watch: the alarm list under the table
-static scadactl_alarm_opts_t s_al;    //  alarm commands' options
+//  status: devices not online listed per I/O server (the rest are counted)
+#define STATUS_DEVICES_LISTED 10
+static scadactl_alarm_opts_t s_al; //  alarm commands' options
 
 static void s_usage(FILE *out)
 {
@@ -1015,6 +1017,7 @@ static int s_cmd_status(site_t *site)
         if (s_json)
             printf(",\"devices\":[");
         bool first = true;
+        int listed = 0; //  devices not online, listed in text
         for (size_t ch = 0; ch < site->nchannels; ch++)
             for (size_t d = 0; d < site->channels[ch].ndevices; d++) {
                 site_device_t *dev = &site->channels[ch].devices[d];
@@ -1037,7 +1040,7 @@ static int s_cmd_status(site_t *site)
                     s_json_str(stdout, err ? err : "");
                     printf("}");
                     first = false;
-                } else if (k != 0 && state)
+                } else if (k != 0 && state && ++listed <= STATUS_DEVICES_LISTED)
                     printf("  %-20s %-10s %s\n", dev->name, ds ? ds : "absent",
                            err && *err ? err : "");
                 if (dr)
@@ -1045,9 +1048,13 @@ static int s_cmd_status(site_t *site)
             }
         if (s_json)
             printf("]");
-        else if (state)
+        else if (state) {
+            if (listed > STATUS_DEVICES_LISTED)
+                printf("  ... and %d more not online (--json lists every device)\n",
+                       listed - STATUS_DEVICES_LISTED);
             printf("  devices: %d online, %d offline, %d queued, %d connecting, %d failed\n",
                    counts[0], counts[1], counts[2], counts[3], counts[4]);
+        }
         //  Channels not healthy at this I/O server.
         if (s_json)
             printf(",\"channels\":[");

@@ -180,9 +180,11 @@ else
 fi
 
 # Back: the primary takes its devices again (fail-back).
+t_start=$(date +%s.%N)
 dc $demo start io1 >>"$log/compose.log" 2>&1
 if until_ok 60 bash -c "[ \"\$(redis-cli -p $R hget scada:demo:resolver:offers plc01)\" = io1 ]"; then
-  ok "io1 started again: plc01 back on io1 (${waited} s)"
+  since=$(awk -v a="$(date +%s.%N)" -v b="$t_start" 'BEGIN { printf "%.1f", a - b }')
+  ok "io1 started again: plc01 back on io1 ${since} s after 'start io1' was given"
 else
   bad "fail-back to io1"
 fi

@@ -128,6 +128,18 @@ def test_make_run_demo_plant_restart_and_ctrl_c(demo_run, bin_dir):
     # Both I/O servers work: RTU002 is io2's (odd outstations are io1's).
     wait_until(lambda: re.search(r"^RTU002\.PRESSURE \S+ good ", run.text(), re.M), 30,
                interval=0.5, what="RTU002.PRESSURE (io2's) good")
+    # The overview stays an overview: 10 devices not online per I/O server,
+    # then a count (the demo has 26 at each).
+    wait_until(lambda: re.search(r"^  \.\.\. and \d+ more not online",
+                                 _ctl(bin_dir, site, env, "status").stdout, re.M), 20,
+               interval=1, what="status: the rest of the devices not online counted")
+    out = _ctl(bin_dir, site, env, "status").stdout
+    io1 = out.split("ioserver io1")[1].split("ioserver io2")[0]
+    assert len(re.findall(r"^  (rtu|plc|l7rtu)\S+ ", io1, re.M)) == 10, io1
+    more = int(re.search(r"and (\d+) more not online", io1).group(1))
+    counts = re.search(r"devices: (\d+) online, (\d+) offline, (\d+) queued, (\d+) connecting, "
+                       r"(\d+) failed", io1)
+    assert 10 + more == sum(int(x) for x in counts.groups()[1:]), io1
     site_log = open(os.path.join(logs, "site.log")).read()
     for proc in ("devsim", "resolver", "io1", "io2", "b1", "alarm", "redis"):
         assert re.search(r"^%-8s\| " % proc, site_log, re.M), proc + " not prefixed in site.log"
