@@ -44,7 +44,7 @@ UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 
-.PHONY: all bins deps run test unit fuzz-smoke system bench clean format tools compose-test
+.PHONY: all bins deps run test test-asan unit fuzz-smoke system bench clean format tools compose-test
 .SECONDARY:
 
 all: $(BINS) $(UNIT_BINS)
@@ -112,6 +112,13 @@ test: deps
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory system
+
+# The unit and system tests again on the ASan/UBSan build (build/asan/).
+# .ci/run runs it after `make test`.
+test-asan: deps
+	@$(MAKE) --no-print-directory SANITIZE=1 all
+	@$(MAKE) --no-print-directory SANITIZE=1 unit
+	@BUILD=build/asan bash tests/system/run.sh $(T)
 
 # The demo site in containers, checked from outside (needs root: installs
 # and starts docker when missing). .ci/run runs it after `make test`.
