@@ -26,6 +26,16 @@ typedef void(rzloop_connect_fn)(rzloop_t *self, void *arg);
 rzloop_t *rzloop_new(zloop_t *loop, const char *host, int port, rzloop_connect_fn *on_connect,
                      void *arg);
 
+//  Authenticate every connection with AUTH [user] password before anything
+//  else is sent (Redis `requirepass` or an ACL user); NULL or "" password: no
+//  AUTH. Call right after rzloop_new, before the loop runs. A refusal is
+//  logged once per reason, the connection dropped and tried again every
+//  second; on_connect runs only once Redis has accepted.
+void rzloop_set_auth(rzloop_t *self, const char *user, const char *password);
+
+//  AUTH refusals so far.
+uint64_t rzloop_auth_failures(rzloop_t *self);
+
 //  Destroy; tolerates NULL, sets *self_p to NULL.
 void rzloop_destroy(rzloop_t **self_p);
 

@@ -216,6 +216,11 @@ typedef struct {
     char *site;                    //  names every Redis key: scada:<site>:...
     char *redis_host;              //  default 127.0.0.1
     uint16_t redis_port;           //  default 6379
+    char *redis_user;              //  redis.user: ACL user for AUTH (default: the default user)
+    char *redis_password_file;     //  redis.password_file: first line is the password
+    char *redis_password_env;      //  redis.password_env: the variable holding it
+    char *redis_password;          //  read at load from one of those; NULL: no AUTH
+    int redis_line;                //  line of the redis: section
     uint32_t ping_time_ms;         //  default 1000
     uint32_t resolve_retry_backoff_ms; // default 500
     char *devsim_control;          //  scada-devsim control endpoint, default tcp://127.0.0.1:5590

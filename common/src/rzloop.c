@@ -6,6 +6,7 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <stdarg.h>
+#include <string.h>
 
 //  Commands beyond this many bytes of unsent output are dropped: a slow
 //  Redis must not grow our memory.
@@ -23,7 +24,12 @@ struct _rzloop_t {
     rzloop_connect_fn *on_connect;
     void *arg;
     uint64_t dropped;
-    bool warned; //  the "Redis unreachable" warning was logged
+    bool warned;    //  the "Redis unreachable" warning was logged
+    char *user;     //  AUTH user (ACL), or NULL for the default user
+    char *password; //  AUTH password, or NULL: no AUTH
+    bool authing;   //  AUTH sent, its answer not in yet
+    uint64_t auth_failures;
+    char auth_error[160]; //  the last refusal, logged once per change
 };
 
 static void s_connect(rzloop_t *self);
@@ -102,6 +108,45 @@ static void s_schedule_retry(rzloop_t *self)
         self->retry_timer = zloop_timer(self->loop, 1000, 1, s_retry, self);
 }
 
+//  Connected (and authenticated): commands flow, the owner writes its state.
+static void s_ready(rzloop_t *self)
+{
+    self->connected = true;
+    slog_info("redis %s:%d connected%s", self->host, self->port,
+              self->password ? " and authenticated" : "");
+    self->auth_error[0] = 0;
+    if (self->on_connect)
+        self->on_connect(self, self->arg);
+}
+
+static void s_on_auth(redisAsyncContext *ac, void *r, void *privdata)
+{
+    rzloop_t *self = (rzloop_t *)ac->data;
+    redisReply *reply = (redisReply *)r;
+    if (!self)
+        return;
+    self->authing = false;
+    if (reply && reply->type != REDIS_REPLY_ERROR) {
+        s_ready(self);
+        return;
+    }
+    //  Refused (wrong password, unknown user) or no answer: say why once per
+    //  reason, drop the connection and try again in a second, as when Redis
+    //  is away. The password itself is never logged.
+    self->auth_failures++;
+    char why[160];
+    snprintf(why, sizeof why, "%s", reply && reply->str ? reply->str : "no answer to AUTH");
+    if (strcmp(why, self->auth_error) != 0)
+        slog_error("redis %s:%d refused %s%s%s: %s (state keys are not written until it "
+                   "accepts%s)",
+                   self->host, self->port, self->password ? "AUTH" : "us",
+                   self->user ? " for user " : "", self->user ? self->user : "", why,
+                   self->password ? "" : "; the site file's redis: gives no password");
+    snprintf(self->auth_error, sizeof self->auth_error, "%s", why);
+    if (self->ac)
+        redisAsyncDisconnect(self->ac);
+}
+
 static void s_on_connected(const redisAsyncContext *ac, int status)
 {
     rzloop_t *self = (rzloop_t *)ac->data;
@@ -116,11 +161,20 @@ static void s_on_connected(const redisAsyncContext *ac, int status)
         s_schedule_retry(self);
         return;
     }
-    self->connected = true;
     self->warned = false;
-    slog_info("redis %s:%d connected", self->host, self->port);
-    if (self->on_connect)
-        self->on_connect(self, self->arg);
+    //  Nothing else is sent until Redis has accepted us: AUTH with a password,
+    //  else a PING, so a Redis that wants a password says so (NOAUTH) instead
+    //  of silently refusing every state write.
+    self->authing = true;
+    int rc;
+    if (!self->password)
+        rc = redisAsyncCommand(self->ac, s_on_auth, NULL, "PING");
+    else if (self->user)
+        rc = redisAsyncCommand(self->ac, s_on_auth, NULL, "AUTH %s %s", self->user, self->password);
+    else
+        rc = redisAsyncCommand(self->ac, s_on_auth, NULL, "AUTH %s", self->password);
+    if (rc != REDIS_OK)
+        redisAsyncDisconnect(self->ac);
 }
 
 static void s_on_disconnected(const redisAsyncContext *ac, int status)
@@ -133,6 +187,7 @@ static void s_on_disconnected(const redisAsyncContext *ac, int status)
                   status == REDIS_OK ? "" : ": ", status == REDIS_OK ? "" : ac->errstr);
     self->ac = NULL;
     self->connected = false;
+    self->authing = false;
     s_schedule_retry(self);
 }
 
@@ -192,6 +247,11 @@ void rzloop_destroy(rzloop_t **self_p)
     }
     s_update_poller(self, 0);
     free(self->host);
+    free(self->user);
+    if (self->password) {
+        explicit_bzero(self->password, strlen(self->password));
+        free(self->password);
+    }
     free(self);
     *self_p = NULL;
 }
@@ -226,6 +286,22 @@ int rzloop_command(rzloop_t *self, const char *format, ...)
     int rc = redisvAsyncCommand(self->ac, NULL, NULL, format, ap);
     va_end(ap);
     return rc == REDIS_OK ? 0 : -1;
+}
+
+void rzloop_set_auth(rzloop_t *self, const char *user, const char *password)
+{
+    free(self->user);
+    if (self->password) {
+        explicit_bzero(self->password, strlen(self->password));
+        free(self->password);
+    }
+    self->user = user && *user ? strdup(user) : NULL;
+    self->password = password && *password ? strdup(password) : NULL;
+}
+
+uint64_t rzloop_auth_failures(rzloop_t *self)
+{
+    return self->auth_failures;
 }
 
 uint64_t rzloop_dropped(rzloop_t *self)

@@ -1906,7 +1906,52 @@ enum {
 static const s_key_t s_redis_keys[] = {
     {.name = "host", .kind = S_STR, .offset = offsetof(site_t, redis_host)},
     {.name = "port", .kind = S_U16, .offset = offsetof(site_t, redis_port), .min = 1, .max = 65535},
+    {.name = "user", .kind = S_STR, .offset = offsetof(site_t, redis_user)},
+    {.name = "password_file", .kind = S_STR, .offset = offsetof(site_t, redis_password_file)},
+    {.name = "password_env", .kind = S_STR, .offset = offsetof(site_t, redis_password_env)},
 };
+
+//  The Redis password, from the file or the variable the site names (never
+//  from the site file itself: it is mounted read-only for every process and
+//  often kept in version control).
+static int s_redis_password(s_loader_t *ld, site_t *site)
+{
+    if (site->redis_password_file && site->redis_password_env)
+        return s_fail(ld, site->redis_line,
+                      "redis: give password_file or password_env, not both");
+    if (site->redis_password_env) {
+        const char *v = getenv(site->redis_password_env);
+        if (v && *v && !(site->redis_password = strdup(v)))
+            return s_oom(ld);
+        return 0;
+    }
+    if (!site->redis_password_file)
+        return 0;
+    char *path = site_path(site, site->redis_password_file);
+    if (!path)
+        return s_oom(ld);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        int err = errno;
+        s_fail(ld, site->redis_line, "redis.password_file: cannot read %s: %s", path,
+               strerror(err));
+        free(path);
+        return -1;
+    }
+    char buf[512] = "";
+    bool got = fgets(buf, sizeof buf, f) != NULL;
+    fclose(f);
+    buf[strcspn(buf, "\r\n")] = 0;
+    if (!got || !*buf) {
+        s_fail(ld, site->redis_line, "redis.password_file: %s is empty", path);
+        free(path);
+        return -1;
+    }
+    free(path);
+    site->redis_password = strdup(buf);
+    explicit_bzero(buf, sizeof buf);
+    return site->redis_password ? 0 : s_oom(ld);
+}
 
 //  devsim.start: control commands scada-devsim applies to itself at start.
 static int s_devsim_start_item(s_loader_t *ld, void *obj, size_t i)
@@ -1943,6 +1988,7 @@ static const s_key_t s_devsim_keys[] = {
 
 static int s_top_redis(s_loader_t *ld, void *obj, void *spec)
 {
+    ((site_t *)obj)->redis_line = s_line(ld);
     s_seen_t seen;
     return s_mapping(ld, s_redis_keys, S_COUNT(s_redis_keys), obj, NULL, &seen);
 }
@@ -2170,6 +2216,8 @@ static int s_finish(s_loader_t *ld)
     }
     if (!site->redis_host && !(site->redis_host = strdup("127.0.0.1")))
         return s_oom(ld);
+    if (s_redis_password(ld, site) < 0)
+        return -1;
     if (!site->devsim_control && !(site->devsim_control = strdup("tcp://127.0.0.1:5590")))
         return s_oom(ld);
     if (!site->resolver.endpoint && !(site->resolver.endpoint = strdup("tcp://127.0.0.1:5500")))
@@ -2412,6 +2460,13 @@ void site_destroy(site_t **self_p)
     free(self->path);
     free(self->site);
     free(self->redis_host);
+    free(self->redis_user);
+    free(self->redis_password_file);
+    free(self->redis_password_env);
+    if (self->redis_password) {
+        explicit_bzero(self->redis_password, strlen(self->redis_password));
+        free(self->redis_password);
+    }
     free(self->devsim_control);
     for (size_t i = 0; i < self->ndevsim_start; i++)
         free(self->devsim_start[i]);

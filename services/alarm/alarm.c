@@ -1299,6 +1299,7 @@ void alarmsvc_actor(zsock_t *pipe, void *engine)
     zloop_timer(self->loop, self->site->ping_time_ms, 0, s_on_ping, self);
     self->redis = rzloop_new(self->loop, self->site->redis_host, self->site->redis_port,
                              s_on_redis_connect, self);
+    rzloop_set_auth(self->redis, self->site->redis_user, self->site->redis_password);
     scada_client_attach(self->client, self->loop);
     //  The tags with alarms: a permanent subscription, in pages.
     const char **names = (const char **)zmalloc((PAGE_TAGS + 1) * sizeof *names);

@@ -1889,6 +1889,7 @@ void broker_actor(zsock_t *pipe, void *engine)
     zloop_timer(self->loop, check < 10 ? 10 : check, 0, s_on_clients_check, self);
     self->redis = rzloop_new(self->loop, self->site->redis_host, self->site->redis_port,
                              s_on_redis_connect, self);
+    rzloop_set_auth(self->redis, self->site->redis_user, self->site->redis_password);
     s_hello(self);
     zsock_signal(pipe, 0);
     zloop_start(self->loop);

@@ -864,6 +864,7 @@ void resolver_actor(zsock_t *pipe, void *engine)
     zloop_timer(self->loop, self->site->ping_time_ms, 0, s_on_ping, self);
     self->redis = rzloop_new(self->loop, self->site->redis_host, self->site->redis_port,
                              s_on_redis_connect, self);
+    rzloop_set_auth(self->redis, self->site->redis_user, self->site->redis_password);
     zsock_signal(pipe, 0);
     zloop_start(self->loop);
 

@@ -974,6 +974,41 @@ static int s_cmd_status(site_t *site)
         return 1;
     }
     redisSetTimeout(c, tv);
+    if (site->redis_password) {
+        redisReply *a = (redisReply *)(site->redis_user
+                                           ? redisCommand(c, "AUTH %s %s", site->redis_user,
+                                                          site->redis_password)
+                                           : redisCommand(c, "AUTH %s", site->redis_password));
+        bool ok = a && a->type != REDIS_REPLY_ERROR;
+        if (!ok)
+            fprintf(stderr, "scadactl status: redis %s:%u refused AUTH%s%s: %s\n",
+                    site->redis_host, (unsigned)site->redis_port,
+                    site->redis_user ? " for user " : "",
+                    site->redis_user ? site->redis_user : "",
+                    a && a->str ? a->str : c->errstr);
+        if (a)
+            freeReplyObject(a);
+        if (!ok) {
+            redisFree(c);
+            return 1;
+        }
+    }
+    //  One question first: a Redis that wants a password (or is loading)
+    //  answers with an error, which must not read as "every process absent".
+    redisReply *pong = (redisReply *)redisCommand(c, "PING");
+    if (!pong || pong->type == REDIS_REPLY_ERROR) {
+        const char *why = pong && pong->str ? pong->str : c->errstr;
+        fprintf(stderr, "scadactl status: redis %s:%u: %s%s\n", site->redis_host,
+                (unsigned)site->redis_port, why,
+                strncmp(why, "NOAUTH", 6) == 0
+                    ? " (give the site file's redis: a password_file or password_env)"
+                    : "");
+        if (pong)
+            freeReplyObject(pong);
+        redisFree(c);
+        return 1;
+    }
+    freeReplyObject(pong);
     if (!s_json)
         printf("site %s (redis %s:%u)\n", site->site, site->redis_host, (unsigned)site->redis_port);
     int rc = 0;

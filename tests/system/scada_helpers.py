@@ -181,14 +181,16 @@ class Proc:
 class Redis(Proc):
     """A private redis-server: no persistence, loopback only."""
 
-    def __init__(self, port, log_path):
+    def __init__(self, port, log_path, password=None):
         self.port = port
+        auth = ["--requirepass", password] if password else []
         super().__init__("redis", ["redis-server", "--port", port, "--bind", "127.0.0.1",
                                    "--save", "", "--appendonly", "no", "--daemonize", "no",
-                                   "--protected-mode", "no", "--loglevel", "warning"], log_path)
+                                   "--protected-mode", "no", "--loglevel", "warning"] + auth,
+                         log_path)
         import redis as redis_py
         self.client = redis_py.Redis(host="127.0.0.1", port=port, socket_timeout=2,
-                                     decode_responses=True)
+                                     decode_responses=True, password=password)
         wait_until(self._ping, 10, what="redis-server on %d" % port)
 
     def _ping(self):
@@ -719,9 +721,9 @@ class Env:
         base = self.free_ports(2)
         return "tcp://127.0.0.1:%d" % base, "tcp://127.0.0.1:%d" % (base + 1)
 
-    def start_redis(self, port=None):
+    def start_redis(self, port=None, password=None):
         port = port or self.free_ports(1)
-        r = self.own(Redis(port, self.tmp / ("redis-%d.log" % port)))
+        r = self.own(Redis(port, self.tmp / ("redis-%d.log" % port), password=password))
         self.redis = r
         return r
 

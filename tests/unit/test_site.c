@@ -1403,6 +1403,74 @@ static void test_env_errors(void **state)
     s_env_clear();
 }
 
+//  redis: the password from a file (relative to the site file) or a
+//  variable, never from the site file itself; user for an ACL user.
+static void test_redis_password(void **state)
+{
+    char dir[] = "/tmp/test_site_pw_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char site_path_[256], pw_path[256], empty_path[256];
+    snprintf(site_path_, sizeof site_path_, "%s/site.yaml", dir);
+    snprintf(pw_path, sizeof pw_path, "%s/redis.pw", dir);
+    snprintf(empty_path, sizeof empty_path, "%s/empty.pw", dir);
+    FILE *f = fopen(pw_path, "w");
+    assert_non_null(f);
+    fputs("s3cret word\n", f);
+    fclose(f);
+    f = fopen(empty_path, "w");
+    assert_non_null(f);
+    fclose(f);
+    char err[512];
+    struct {
+        const char *redis;
+        const char *password; //  expected, NULL: none
+        const char *user;
+        const char *error; //  expected phrase, NULL: loads
+    } cases[] = {
+        {"{port: 7000}", NULL, NULL, NULL},
+        {"{password_file: redis.pw}", "s3cret word", NULL, NULL},
+        {"{password_file: redis.pw, user: scada}", "s3cret word", "scada", NULL},
+        {"{password_env: SCADA_T_PW}", "from env", NULL, NULL},
+        {"{password_env: SCADA_T_PW_UNSET}", NULL, NULL, NULL},
+        {"{password_file: missing.pw}", NULL, NULL,
+         "site.yaml:2: redis.password_file: cannot read"},
+        {"{password_file: empty.pw}", NULL, NULL, "is empty"},
+        {"{password_file: redis.pw, password_env: SCADA_T_PW}", NULL, NULL,
+         "site.yaml:2: redis: give password_file or password_env, not both"},
+    };
+    setenv("SCADA_T_PW", "from env", 1);
+    unsetenv("SCADA_T_PW_UNSET");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        f = fopen(site_path_, "w");
+        assert_non_null(f);
+        fprintf(f, "site: p\nredis: %s\nioservers: [{name: io1}]\nchannels: []\n", cases[i].redis);
+        fclose(f);
+        site_t *site = site_load(site_path_, err, sizeof err);
+        if (cases[i].error) {
+            assert_null(site);
+            if (!strstr(err, cases[i].error))
+                fail_msg("case %zu: \"%s\" lacks \"%s\"", i, err, cases[i].error);
+            continue;
+        }
+        if (!site)
+            fail_msg("case %zu: %s", i, err);
+        if (cases[i].password)
+            assert_string_equal(site->redis_password, cases[i].password);
+        else
+            assert_null(site->redis_password);
+        if (cases[i].user)
+            assert_string_equal(site->redis_user, cases[i].user);
+        else
+            assert_null(site->redis_user);
+        site_destroy(&site);
+    }
+    unsetenv("SCADA_T_PW");
+    unlink(site_path_);
+    unlink(pw_path);
+    unlink(empty_path);
+    rmdir(dir);
+}
+
 //  devsim: {start: [...]}: commands as strings, with their lines.
 static void test_devsim_start(void **state)
 {
@@ -1483,6 +1551,7 @@ int main(void)
         cmocka_unit_test(test_env_expansion),
         cmocka_unit_test(test_env_typed_values),
         cmocka_unit_test(test_env_errors),
+        cmocka_unit_test(test_redis_password),
         cmocka_unit_test(test_devsim_start),
     };
     return cmocka_run_group_tests_name("site", tests, NULL, NULL);
