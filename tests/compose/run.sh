@@ -98,6 +98,10 @@ trap cleanup EXIT
 
 demo=deploy/sites/demo.env
 east=deploy/sites/east.env
+# redis-cli from outside authenticates with the site's password (REDISCLI_AUTH).
+pw_demo=$(set -a; . $demo; echo "$REDIS_PASSWORD")
+pw_east=$(set -a; . $east; echo "$REDIS_PASSWORD")
+export REDISCLI_AUTH=$pw_demo
 
 # --- The compose file, with both front ends ---------------------------------
 for c in "${composes[@]}"; do
@@ -126,6 +130,8 @@ fi
 
 # --- Redis state keys, read from outside --------------------------------------
 R=16379
+check "redis-cli: without the site's password Redis refuses (NOAUTH)" \
+  bash -c "env -u REDISCLI_AUTH redis-cli -p $R get x 2>&1 | grep -q NOAUTH"
 check "redis-cli: scada:demo:ioserver:io1 is running with devices online" \
   bash -c "[ \"\$(redis-cli -p $R hget scada:demo:ioserver:io1 state)\" = running ] && [ \"\$(redis-cli -p $R hget scada:demo:ioserver:io1 devices_online)\" -gt 200 ]"
 check "redis-cli: scada:demo:ioserver:io2 is running" \
@@ -218,7 +224,7 @@ else
   bad "site east values"
 fi
 check "site east keys are in its own Redis (scada:east:*), demo's Redis has none" \
-  bash -c "[ \"\$(redis-cli -p 16479 exists scada:east:ioserver:io1)\" = 1 ] && [ -z \"\$(redis-cli -p $R keys 'scada:east:*')\" ]"
+  bash -c "[ \"\$(REDISCLI_AUTH=$pw_east redis-cli -p 16479 exists scada:east:ioserver:io1)\" = 1 ] && [ -z \"\$(redis-cli -p $R keys 'scada:east:*')\" ]"
 check "site demo still serves while east runs" good_value $demo PLC01.LEVEL
 
 # --- Persistence and volumes -----------------------------------------------------
