@@ -234,6 +234,9 @@ typedef struct {
     size_t nchannels;
     site_resolver_t resolver;      //  defaults when the file has no resolver section
     site_alarm_t alarm;            //  defaults when the file has no alarm section
+    char *security_keys;           //  security.keys: certificate directory (default "keys")
+    bool security_plain;           //  security.plain: no CURVE (said at every start)
+    int security_line;             //  line of the security: section (0: none)
     site_broker_t *brokers;        //  as listed (may be none)
     size_t nbrokers;
     site_broker_t default_broker;  //  for a broker name the file does not list: "b1" on

@@ -1986,6 +1986,18 @@ static const s_key_t s_devsim_keys[] = {
     {.name = "start", .kind = S_CUSTOM, .custom = s_devsim_start},
 };
 
+static const s_key_t s_security_keys[] = {
+    {.name = "keys", .kind = S_STR, .offset = offsetof(site_t, security_keys)},
+    {.name = "plain", .kind = S_BOOL, .offset = offsetof(site_t, security_plain)},
+};
+
+static int s_top_security(s_loader_t *ld, void *obj, void *spec)
+{
+    ((site_t *)obj)->security_line = s_line(ld);
+    s_seen_t seen;
+    return s_mapping(ld, s_security_keys, S_COUNT(s_security_keys), obj, NULL, &seen);
+}
+
 static int s_top_redis(s_loader_t *ld, void *obj, void *spec)
 {
     ((site_t *)obj)->redis_line = s_line(ld);
@@ -2183,6 +2195,7 @@ static const s_key_t s_top_keys[] = {
     [K_RESOLVER] = {.name = "resolver", .kind = S_CUSTOM, .custom = s_top_resolver},
     [K_BROKERS] = {.name = "brokers", .kind = S_CUSTOM, .custom = s_top_brokers},
     [K_ALARM] = {.name = "alarm", .kind = S_CUSTOM, .custom = s_top_alarm},
+    [K_SECURITY] = {.name = "security", .kind = S_CUSTOM, .custom = s_top_security},
 };
 
 //  Checks that need the whole file, then the indexes and back pointers.
@@ -2218,6 +2231,8 @@ static int s_finish(s_loader_t *ld)
         return s_oom(ld);
     if (s_redis_password(ld, site) < 0)
         return -1;
+    if (!site->security_keys && !(site->security_keys = strdup("keys")))
+        return s_oom(ld);
     if (!site->devsim_control && !(site->devsim_control = strdup("tcp://127.0.0.1:5590")))
         return s_oom(ld);
     if (!site->resolver.endpoint && !(site->resolver.endpoint = strdup("tcp://127.0.0.1:5500")))
@@ -2460,6 +2475,7 @@ void site_destroy(site_t **self_p)
     free(self->path);
     free(self->site);
     free(self->redis_host);
+    free(self->security_keys);
     free(self->redis_user);
     free(self->redis_password_file);
     free(self->redis_password_env);

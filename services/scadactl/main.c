@@ -16,6 +16,7 @@
 */
 #include "alarms.h"
 #include "ping.h"
+#include "sec.h"
 #include "iolog.h"
 #include "mclock.h"
 #include "scada.pb-c.h"
@@ -62,6 +63,9 @@ static void s_usage(FILE *out)
         "                    refused (VALUE: a number, true/false or on/off)\n"
         "  status            the site from Redis: processes alive, devices online per I/O\n"
         "                    server, connect window use, failed channels, active alarms\n"
+        "  keygen [USER...]  CURVE certificates for every process of the site (and these\n"
+        "                    operators) in its key directory; existing ones are kept\n"
+        "  revoke NAME       remove NAME's public key: its handshakes are refused from now on\n"
         "  ping NAME...      is each process answering on its own socket (an I/O server or\n"
         "                    broker name, resolver, alarm, devsim); exit 1 if one is not\n"
         "  tail [TAG...]     follow value changes and events of every I/O server (Ctrl-C stops)\n"
@@ -1392,7 +1396,8 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *cmd = argv[optind];
-    static const char *known[] = {"status", "get", "watch", "write", "tail", "iolog", "ping"};
+    static const char *known[] = {"status", "get",  "watch",  "write", "tail",
+                                  "iolog",  "ping", "keygen", "revoke"};
     bool ok = s_alarm_cmd(cmd);
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
         ok = ok || streq(cmd, known[i]);
@@ -1429,6 +1434,10 @@ int main(int argc, char **argv)
     }
     if ((streq(cmd, "get") || streq(cmd, "watch")) && nargs < 1) {
         fprintf(stderr, "scadactl %s: name at least one tag\n", cmd);
+        return 2;
+    }
+    if (streq(cmd, "revoke") && nargs != 1) {
+        fprintf(stderr, "scadactl revoke: usage: revoke NAME (a process or user certificate)\n");
         return 2;
     }
     if (streq(cmd, "ping") && nargs < 1) {
@@ -1473,7 +1482,18 @@ int main(int argc, char **argv)
         rc = s_direct ? s_cmd_write_direct(site, args, value) : s_cmd_write(site, args[0], value);
     else if (streq(cmd, "iolog"))
         rc = s_cmd_iolog(site, nargs, args);
-    else if (streq(cmd, "ping"))
+    else if (streq(cmd, "keygen") || streq(cmd, "revoke")) {
+        char *dir = site_path(site, site->security_keys);
+        char e[1024];
+        rc = streq(cmd, "keygen")
+                 ? sec_keygen(site, dir, (const char *const *)args, (size_t)nargs, e, sizeof e)
+                 : sec_revoke(site, dir, args[0], e, sizeof e);
+        if (rc != 0) {
+            fprintf(stderr, "scadactl %s: %s\n", cmd, e);
+            rc = 1;
+        }
+        free(dir);
+    } else if (streq(cmd, "ping"))
         rc = scadactl_ping(site, (const char *const *)args, (size_t)nargs, s_timeout_ms, s_json);
     else if (streq(cmd, "alarms"))
         rc = scadactl_alarms(site, &s_al);
