@@ -21,6 +21,13 @@
     Tools may use the blocking helpers (scada_client_wait,
     scada_client_write_wait).
 
+    A slow client (its process stalled, its link too slow): the broker
+    queues a bounded number of messages to it, then holds back what the
+    client is owed, keeping the latest value of each tag. The first message
+    after that says how many updates were held back or coalesced away:
+    SCADA_CLIENT_MISSED, before the values of that message; the current
+    value of every tag concerned follows at once, without a resubscribe.
+
     Malformed frames from the broker are counted (scada_client_stats), logged
     at most once a second and dropped. ERROR messages from the broker go to
     the pending write they answer, or to the event handler (or the log).
@@ -75,9 +82,14 @@ typedef enum {
     SCADA_CLIENT_LOST,       //  3 x heartbeat_ms of silence; text says how long. The
                              //  socket was re-created (scada_client_socket changed)
     SCADA_CLIENT_SUBSCRIBED, //  the latest SUBSCRIBE of `page` was answered
-    SCADA_CLIENT_ERROR       //  an ERROR from the broker that answers no pending
+    SCADA_CLIENT_ERROR,      //  an ERROR from the broker that answers no pending
                              //  write: `page` when it answers a SUBSCRIBE or
                              //  UNSUBSCRIBE, else 0; text is the broker's
+    SCADA_CLIENT_MISSED      //  the broker's queue to this client was full: text is
+                             //  the number of updates it held back or coalesced
+                             //  away, in decimal (also added to stats.missed). The
+                             //  values that follow are current. Raised before the
+                             //  values of the message that says so.
 } scada_client_event_t;
 
 typedef struct {
@@ -90,6 +102,9 @@ typedef struct {
     uint64_t heartbeats;     //  HEARTBEATs sent
     uint64_t links_lost;     //  times the link was declared lost
     uint64_t write_timeouts; //  writes failed because nothing answered them
+    uint64_t missed;         //  updates the broker held back or coalesced away because
+                             //  this client was slow (sum of SCADA_CLIENT_MISSED)
+    uint64_t missed_events;  //  times the broker said so
 } scada_client_stats_t;
 
 typedef struct _scada_client_t scada_client_t;

@@ -351,6 +351,11 @@ static void s_event(scada_client_t *self, scada_client_event_t event, uint32_t p
         break;
     case SCADA_CLIENT_SUBSCRIBED:
         break;
+    case SCADA_CLIENT_MISSED:
+        slog_warn("broker at %s: %s updates held back or coalesced away while this client was "
+                  "slow; the values that follow are current",
+                  self->endpoint, text ? text : "?");
+        break;
     }
 }
 
@@ -883,6 +888,14 @@ static void s_handle_frame(scada_client_t *self, const uint8_t *data, size_t siz
         self->link = S_LINK_UP;
         self->ever_up = true;
         s_event(self, SCADA_CLIENT_UP, 0, NULL);
+    }
+    if (msg->has_missed && msg->missed > 0) {
+        //  Said before the values: they are the current ones.
+        self->stats.missed += msg->missed;
+        self->stats.missed_events++;
+        char count[24];
+        snprintf(count, sizeof count, "%" PRIu64, (uint64_t)msg->missed);
+        s_event(self, SCADA_CLIENT_MISSED, 0, count);
     }
     switch (msg->kind) {
     case SCADA__BROKER_MSG__KIND__SUBSCRIBED:

@@ -10,7 +10,10 @@
       DEALER for subscribe, unsubscribe, keep and write requests.
     - s_client_t: a client (ROUTER routing id) with its pages and the tags
       whose update it has not been sent yet (coalescing: the update sent is
-      the tag's value at send time, so the latest value wins).
+      the tag's value at send time, so the latest value wins). That list
+      holds each tag at most once (s_sub_t.queued), so what a slow client
+      costs is bounded by the tags it subscribed, however long it is slow;
+      the messages queued to it are bounded by CLIENT_SNDHWM.
     - s_waiter_t: a client request waiting for the resolver or for first
       values (SUBSCRIBE) or for an I/O server (WRITE).
 */
@@ -25,14 +28,27 @@
 #include <math.h>
 #include <unistd.h>
 
-#define TICK_MS        5
-#define RESOLVE_CHUNK  2000 //  names per RESOLVE message
-#define SUB_CHUNK      2000 //  tags per SUBSCRIBE to an I/O server
-#define UPDATE_CHUNK   4000 //  updates per UPDATES message
-#define RESOLVE_TRIES  6    //  attempts before a resolve is given up
-#define CLIENT_HWM     1000 //  messages queued to one client at most
-#define MAX_CLIENT_MSG (1024 * 1024)
-#define MAX_PAGE_TAGS  20000
+#define TICK_MS       5
+#define RESOLVE_CHUNK 2000 //  names per RESOLVE message
+#define SUB_CHUNK     2000 //  tags per SUBSCRIBE to an I/O server
+#define UPDATE_CHUNK  4000 //  updates per UPDATES message
+#define RESOLVE_TRIES 6    //  attempts before a resolve is given up
+#define MAX_PAGE_TAGS 20000
+#define FULL_RETRY_MS 50    //  a client whose queue is full: the next try not sooner
+#define FULL_LOG_MS   10000 //  a slow client is logged at most this often
+
+//  Limits on the sockets, so that a slow or hostile peer cannot grow our
+//  memory (docs/broker.md "Limits").
+#define CLIENT_SNDHWM   100                //  messages queued to a client; then EAGAIN
+#define CLIENT_SNDBUF   (128 * 1024)       //  kernel send buffer per client (SO_SNDBUF)
+#define CLIENT_RCVHWM   100                //  requests queued from a client; then TCP waits
+#define MAX_CLIENT_MSG  (1024 * 1024)      //  a larger request closes the connection
+#define MAX_CLIENT_REQS 256                //  requests of a client in progress at most
+#define PEER_MAX_MSG    (16 * 1024 * 1024) //  from an I/O server or the resolver
+#define IOS_RCVHWM      10000              //  value messages queued from an I/O server
+#define IOS_SNDHWM      10000              //  requests queued to its control socket
+#define IOS_RCVHWM_REP  1000               //  replies queued from it
+#define RESOLVER_HWM    1000               //  messages queued to or from the resolver
 
 typedef struct _s_client_t s_client_t;
 typedef struct _s_tag_t s_tag_t;
@@ -44,6 +60,7 @@ typedef struct {
     s_client_t *client;
     uint32_t refs;    //  pages of the client holding the tag
     bool pending;     //  an update is owed to the client
+    bool queued;      //  the tag is in the client's owed list (once at most)
     int pend_quality; //  the quality when it became owed
 } s_sub_t;
 
@@ -103,16 +120,22 @@ struct _s_client_t {
     char *name;
     int64_t last_rx, last_tx;
     zhashx_t *pages; //  "page number" -> s_page_t
-    s_tag_t **owed;  //  tags with an update owed (may repeat; s_sub_t.pending rules)
+    s_tag_t **owed;  //  tags whose s_sub_t is queued (each once; s_sub_t.pending rules)
     size_t nowed, capowed;
     int64_t next_flush;
-    uint32_t waiting; //  subscribe requests not answered yet: updates held back
+    uint32_t waiting;  //  subscribe requests not answered yet: updates held back
+    uint32_t requests; //  requests in progress (waiters)
+    bool full;         //  the last send found its queue full; cleared by a send that works
+    int64_t full_since;
+    int64_t full_logged;
+    uint64_t missed; //  updates held back or coalesced away while full, not told yet
     uint64_t sent, dropped;
 };
 
 typedef enum { W_SUBSCRIBE, W_WRITE, W_EXISTS, W_RESOLVE } s_wkind_t;
 
 typedef struct {
+    broker_t *broker;
     s_wkind_t kind;
     char *client_key; //  the client may go away meanwhile
     uint32_t id;
@@ -170,6 +193,8 @@ struct _broker_t {
     uint64_t malformed, resolves_sent, resolve_retries, names_resolved, not_found;
     uint64_t updates_sent, messages_sent, send_dropped, writes_ok, writes_failed, failovers;
     uint64_t clients_gone;
+    uint64_t updates_missed; //  held back or coalesced away for clients whose queue was full
+    uint64_t clients_full;   //  times a client's queue was found full
     int64_t malformed_logged;
     uint64_t malformed_unlogged;
 };
@@ -216,17 +241,52 @@ static char *s_hex(const uint8_t *data, size_t size)
 //  --------------------------------------------------------------------------
 //  Sending to clients
 
+static s_sub_t *s_sub_find(s_tag_t *tag, s_client_t *c);
+
+//  The client's queue is full (CLIENT_SNDHWM messages wait for it): from now
+//  on what it is owed is held back, and every update it would have got
+//  counts as missed until a message goes through again.
+static void s_client_full(s_client_t *c, int64_t now)
+{
+    if (c->full)
+        return;
+    broker_t *self = c->broker;
+    c->full = true;
+    c->full_since = now;
+    self->clients_full++;
+    for (size_t i = 0; i < c->nowed; i++) {
+        s_sub_t *sub = s_sub_find(c->owed[i], c);
+        if (sub && sub->pending) {
+            c->missed++;
+            self->updates_missed++;
+        }
+    }
+    if (now - c->full_logged >= FULL_LOG_MS)
+        slog_info("client %s is slow: its queue is full (%d messages), updates held back",
+                  c->name ? c->name : c->key, CLIENT_SNDHWM);
+}
+
 //  Send one BrokerMsg to a client. ROUTER_MANDATORY: a client whose queue is
-//  full makes this fail with EAGAIN (false: the caller keeps what it owes);
-//  a client that is gone fails with EHOSTUNREACH.
+//  full makes this fail with EAGAIN (false: the caller keeps what it owes,
+//  the client is marked full); a client that is gone fails with
+//  EHOSTUNREACH. The first message that goes after a full queue carries
+//  `missed`.
 static bool s_client_send(s_client_t *c, Scada__BrokerMsg *msg)
 {
     broker_t *self = c->broker;
+    if (c->missed) {
+        msg->has_missed = true;
+        msg->missed = c->missed;
+    }
     size_t len = scada__broker_msg__get_packed_size(msg);
     void *sock = zsock_resolve(self->clients_sock);
     if (zmq_send(sock, zframe_data(c->rid), zframe_size(c->rid), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+        int err = errno;
         self->send_dropped++;
         c->dropped++;
+        if (err == EAGAIN)
+            s_client_full(c, mclock_mono_ms());
+        errno = err;
         return false;
     }
     zmq_msg_t frame;
@@ -238,7 +298,19 @@ static bool s_client_send(s_client_t *c, Scada__BrokerMsg *msg)
         c->dropped++;
         return false;
     }
-    c->last_tx = mclock_mono_ms();
+    int64_t now = mclock_mono_ms();
+    if (c->full) {
+        if (now - c->full_logged >= FULL_LOG_MS) {
+            slog_info("client %s caught up after %lld ms with a full queue: %llu updates held "
+                      "back or coalesced away, current values sent",
+                      c->name ? c->name : c->key, (long long)(now - c->full_since),
+                      (unsigned long long)c->missed);
+            c->full_logged = now;
+        }
+        c->full = false;
+    }
+    c->missed = 0;
+    c->last_tx = now;
     c->sent++;
     self->messages_sent++;
     return true;
@@ -295,12 +367,14 @@ static s_sub_t *s_sub_find(s_tag_t *tag, s_client_t *c)
 }
 
 //  Send a client every update it is owed, as few messages as it takes. If its
-//  queue is full the rest stays owed and goes next time.
+//  queue is full the rest stays owed and goes next time, with the values
+//  the tags have then.
 static void s_client_flush(s_client_t *c, int64_t now)
 {
     if (c->nowed == 0 || c->waiting)
         return;
     size_t done = 0;
+    bool ok = true;
     while (done < c->nowed) {
         size_t cap = c->nowed - done < UPDATE_CHUNK ? c->nowed - done : UPDATE_CHUNK;
         Scada__Update *ups = (Scada__Update *)zmalloc(cap * sizeof *ups);
@@ -319,7 +393,6 @@ static void s_client_flush(s_client_t *c, int64_t now)
             ptrs[n] = &ups[n];
             n++;
         }
-        bool ok = true;
         if (n) {
             Scada__BrokerMsg msg = SCADA__BROKER_MSG__INIT;
             msg.kind = SCADA__BROKER_MSG__KIND__UPDATES;
@@ -328,19 +401,20 @@ static void s_client_flush(s_client_t *c, int64_t now)
             msg.n_updates = n;
             msg.updates = ptrs;
             ok = s_client_send(c, &msg);
-            if (ok) {
+            if (ok)
                 c->broker->updates_sent += n;
-                for (size_t j = done; j < k; j++) {
-                    s_sub_t *sub = s_sub_find(c->owed[j], c);
-                    if (sub)
-                        sub->pending = false;
-                }
-            }
         }
         free(ups);
         free(ptrs);
         if (!ok)
             break;
+        //  Sent, or no longer owed (the SUBSCRIBED reply carried it, or the
+        //  page went): off the list.
+        for (size_t j = done; j < k; j++) {
+            s_sub_t *sub = s_sub_find(c->owed[j], c);
+            if (sub)
+                sub->pending = sub->queued = false;
+        }
         done = k;
     }
     //  Keep what is still owed (a full queue), drop what went out.
@@ -348,36 +422,69 @@ static void s_client_flush(s_client_t *c, int64_t now)
     for (size_t j = done; j < c->nowed; j++)
         c->owed[w++] = c->owed[j];
     c->nowed = w;
-    c->next_flush = now + c->broker->cfg->update_interval_ms;
+    uint32_t every = c->broker->cfg->update_interval_ms;
+    if (!ok && every < FULL_RETRY_MS)
+        every = FULL_RETRY_MS;
+    c->next_flush = now + every;
+}
+
+//  Drop the owed entries of tags the client no longer holds (its page went),
+//  so the list stays one entry per subscribed tag at most.
+static void s_client_owed_prune(s_client_t *c)
+{
+    size_t w = 0;
+    for (size_t j = 0; j < c->nowed; j++)
+        if (s_sub_find(c->owed[j], c))
+            c->owed[w++] = c->owed[j];
+    c->nowed = w;
+    if (w == 0 && c->capowed > 1024) {
+        free(c->owed);
+        c->owed = NULL;
+        c->capowed = 0;
+    }
 }
 
 //  The tag's cache is about to change to `quality`: clients owed an update
 //  with another quality get it now (a quality change is never coalesced
-//  away), then every client of the tag is owed the new state.
+//  away, unless the client's queue is full: then it counts as missed),
+//  then every client of the tag is owed the new state.
 static void s_tag_before_change(s_tag_t *tag, int quality, int64_t now)
 {
     for (size_t i = 0; i < tag->nsubs; i++) {
         s_sub_t *sub = &tag->subs[i];
-        if (sub->pending && sub->pend_quality != quality)
+        if (sub->pending && sub->pend_quality != quality && !sub->client->full)
             s_client_flush(sub->client, now);
     }
 }
 
+//  The client of `sub` is owed the tag's current state. While its queue is
+//  full every such update is counted as missed (held back, or replacing one
+//  held back).
+static void s_sub_owe(s_tag_t *tag, s_sub_t *sub)
+{
+    s_client_t *c = sub->client;
+    if (c->full) {
+        c->missed++;
+        c->broker->updates_missed++;
+    }
+    if (sub->pending)
+        return;
+    sub->pending = true;
+    sub->pend_quality = tag->quality;
+    if (sub->queued)
+        return;
+    if (c->nowed == c->capowed) {
+        c->capowed = c->capowed ? 2 * c->capowed : 64;
+        c->owed = (s_tag_t **)realloc(c->owed, c->capowed * sizeof *c->owed);
+    }
+    c->owed[c->nowed++] = tag;
+    sub->queued = true;
+}
+
 static void s_tag_owe(s_tag_t *tag)
 {
-    for (size_t i = 0; i < tag->nsubs; i++) {
-        s_sub_t *sub = &tag->subs[i];
-        if (sub->pending)
-            continue;
-        s_client_t *c = sub->client;
-        if (c->nowed == c->capowed) {
-            c->capowed = c->capowed ? 2 * c->capowed : 64;
-            c->owed = (s_tag_t **)realloc(c->owed, c->capowed * sizeof *c->owed);
-        }
-        c->owed[c->nowed++] = tag;
-        sub->pending = true;
-        sub->pend_quality = tag->quality;
-    }
+    for (size_t i = 0; i < tag->nsubs; i++)
+        s_sub_owe(tag, &tag->subs[i]);
 }
 
 //  A new state for a tag from its source (or the broker's own verdict, such
@@ -447,13 +554,14 @@ static s_ios_t *s_ios_get(broker_t *self, const char *name, const char *publish,
     ios->publish = strdup(publish);
     ios->control = strdup(control);
     ios->sub = zsock_new(ZMQ_SUB);
-    zsock_set_rcvhwm(ios->sub, 100000);
-    zsock_set_maxmsgsize(ios->sub, 64 * 1024 * 1024);
+    zsock_set_rcvhwm(ios->sub, IOS_RCVHWM);
+    zsock_set_maxmsgsize(ios->sub, PEER_MAX_MSG);
     zsock_set_subscribe(ios->sub, "V");
     ios->dealer = zsock_new(ZMQ_DEALER);
     zsock_set_linger(ios->dealer, 0);
-    zsock_set_sndhwm(ios->dealer, 10000);
-    zsock_set_maxmsgsize(ios->dealer, 64 * 1024 * 1024);
+    zsock_set_sndhwm(ios->dealer, IOS_SNDHWM);
+    zsock_set_rcvhwm(ios->dealer, IOS_RCVHWM_REP);
+    zsock_set_maxmsgsize(ios->dealer, PEER_MAX_MSG);
     zsock_set_immediate(ios->dealer, 1);
     if (zsock_connect(ios->sub, "%s", publish) < 0 || zsock_connect(ios->dealer, "%s", control) < 0)
         slog_error("I/O server %s: cannot connect to %s / %s: %s", name, publish, control,
@@ -908,6 +1016,10 @@ static void s_waiter_destroy(s_waiter_t **w_p)
     s_waiter_t *w = *w_p;
     if (!w)
         return;
+    s_client_t *c =
+        w->broker->clients ? (s_client_t *)zhashx_lookup(w->broker->clients, w->client_key) : NULL;
+    if (c && c->requests)
+        c->requests--;
     for (size_t i = 0; i < w->nnames; i++)
         free(w->names[i]);
     free(w->names);
@@ -1050,9 +1162,8 @@ static void s_subscribe_reply(broker_t *self, s_client_t *c, s_waiter_t *w)
         for (size_t i = 0; i < total; i++)
             if (w->tags[i] && w->tags[i]->known) {
                 s_sub_t *sub = s_sub_find(w->tags[i], c);
-                if (sub)
-                    sub->pending = false;
-                s_tag_owe(w->tags[i]);
+                if (sub && !sub->pending)
+                    s_sub_owe(w->tags[i], sub);
             }
     }
     free(ids);
@@ -1191,13 +1302,18 @@ static void s_resolved_name(broker_t *self, const char *name, s_tag_t *tag)
 
 static void s_page_release(broker_t *self, s_client_t *c, s_page_t *page)
 {
+    bool gone = false;
     for (size_t i = 0; i < page->ntags; i++) {
         s_tag_t *tag = page->tags[i];
         s_sub_t *sub = s_sub_find(tag, c);
-        if (sub && --sub->refs == 0)
+        if (sub && --sub->refs == 0) {
+            gone = gone || sub->queued;
             *sub = tag->subs[--tag->nsubs];
+        }
         s_tag_release(self, tag);
     }
+    if (gone)
+        s_client_owed_prune(c);
 }
 
 //  Take page `key` off a client, releasing its tags.
@@ -1260,8 +1376,10 @@ static s_waiter_t *s_waiter_new(broker_t *self, s_client_t *c, Scada__ClientRequ
                                 s_wkind_t kind)
 {
     s_waiter_t *w = (s_waiter_t *)zmalloc(sizeof *w);
+    w->broker = self;
     w->kind = kind;
     w->client_key = strdup(c->key);
+    c->requests++;
     w->id = req->has_id ? req->id : 0;
     w->page = req->has_page ? req->page : 0;
     w->nnames = req->n_names;
@@ -1311,6 +1429,15 @@ static void s_on_client_request(broker_t *self, s_client_t *c, Scada__ClientRequ
     uint32_t id = req->has_id ? req->id : 0;
     if (req->client && !c->name)
         c->name = strdup(req->client);
+    if (req->kind != SCADA__CLIENT_REQUEST__KIND__HEARTBEAT &&
+        req->kind != SCADA__CLIENT_REQUEST__KIND__UNSUBSCRIBE && c->requests >= MAX_CLIENT_REQS) {
+        //  Each request in progress holds memory until it is answered.
+        char why[96];
+        snprintf(why, sizeof why, "too many requests in progress (at most %d per client)",
+                 MAX_CLIENT_REQS);
+        s_client_error(c, id, why);
+        return;
+    }
     switch (req->kind) {
     case SCADA__CLIENT_REQUEST__KIND__HEARTBEAT:
         break;
@@ -1623,10 +1750,12 @@ static int s_on_tick(zloop_t *loop, int timer_id, void *arg)
 
 static void s_redis_state(broker_t *self, const char *state)
 {
-    size_t pages = 0, held = 0;
+    size_t pages = 0, held = 0, slow = 0;
     for (s_client_t *c = (s_client_t *)zhashx_first(self->clients); c;
-         c = (s_client_t *)zhashx_next(self->clients))
+         c = (s_client_t *)zhashx_next(self->clients)) {
         pages += zhashx_size(c->pages);
+        slow += c->full;
+    }
     for (s_tag_t *tag = (s_tag_t *)zhashx_first(self->tags_by_name); tag;
          tag = (s_tag_t *)zhashx_next(self->tags_by_name))
         held += tag->refs > 0;
@@ -1636,7 +1765,8 @@ static void s_redis_state(broker_t *self, const char *state)
                    "%llu "
                    "resolver %s updates_sent %llu messages_sent %llu send_dropped %llu "
                    "malformed %llu resolves %llu resolve_retries %llu not_found %llu "
-                   "writes_ok %llu writes_failed %llu failovers %llu",
+                   "writes_ok %llu writes_failed %llu failovers %llu clients_slow %llu "
+                   "updates_missed %llu",
                    self->prefix, state, (int)getpid(), (long long)self->started_wall,
                    (long long)mclock_wall_ms(), self->cfg->endpoint,
                    (unsigned long long)zhashx_size(self->clients), (unsigned long long)pages,
@@ -1647,7 +1777,8 @@ static void s_redis_state(broker_t *self, const char *state)
                    (unsigned long long)self->malformed, (unsigned long long)self->resolves_sent,
                    (unsigned long long)self->resolve_retries, (unsigned long long)self->not_found,
                    (unsigned long long)self->writes_ok, (unsigned long long)self->writes_failed,
-                   (unsigned long long)self->failovers);
+                   (unsigned long long)self->failovers, (unsigned long long)slow,
+                   (unsigned long long)self->updates_missed);
     int64_t ttl = 3 * (int64_t)self->site->ping_time_ms;
     rzloop_command(self->redis, "PEXPIRE %s %lld", self->prefix, (long long)ttl);
     //  Clients: name (or routing id) -> "pages tags".
@@ -1807,9 +1938,11 @@ broker_t *broker_new(site_t *site, const char *name)
     zhashx_set_destructor(self->reasons, (zhashx_destructor_fn *)zstr_free);
 
     self->clients_sock = zsock_new(ZMQ_ROUTER);
+    //  A full client queue is EAGAIN (router_mandatory), not a silent drop.
     zsock_set_router_mandatory(self->clients_sock, 1);
-    zsock_set_sndhwm(self->clients_sock, CLIENT_HWM);
-    zsock_set_rcvhwm(self->clients_sock, CLIENT_HWM);
+    zsock_set_sndhwm(self->clients_sock, CLIENT_SNDHWM);
+    zsock_set_sndbuf(self->clients_sock, CLIENT_SNDBUF);
+    zsock_set_rcvhwm(self->clients_sock, CLIENT_RCVHWM);
     zsock_set_maxmsgsize(self->clients_sock, MAX_CLIENT_MSG);
     zsock_set_linger(self->clients_sock, 0);
     char err[512];
@@ -1820,8 +1953,9 @@ broker_t *broker_new(site_t *site, const char *name)
     }
     self->resolver = zsock_new(ZMQ_DEALER);
     zsock_set_linger(self->resolver, 0);
-    zsock_set_sndhwm(self->resolver, 1000);
-    zsock_set_maxmsgsize(self->resolver, 256 * 1024 * 1024);
+    zsock_set_sndhwm(self->resolver, RESOLVER_HWM);
+    zsock_set_rcvhwm(self->resolver, RESOLVER_HWM);
+    zsock_set_maxmsgsize(self->resolver, PEER_MAX_MSG);
     if (zsock_connect(self->resolver, "%s", site->resolver.endpoint) < 0) {
         slog_error("cannot connect to the resolver at %s: %s", site->resolver.endpoint,
                    zmq_strerror(errno));

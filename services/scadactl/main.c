@@ -406,6 +406,8 @@ typedef struct {
     char *error;        //  the broker refused our SUBSCRIBE (get), or its last error (watch)
     bool tty;           //  watch: draw a table
     bool dirty;         //  watch: redraw due
+    uint64_t missed;    //  watch: updates the broker last said this client missed
+    int64_t missed_at;  //  wall ms when it said so
     const s_target_t *target;
     scadactl_alarm_view_t *alarms; //  watch --alarms: the alarm list under the table
 } s_view_t;
@@ -599,6 +601,13 @@ static void s_watch_draw(const s_view_t *view)
     printf("   %s\n", nowbuf);
     if (view->error)
         printf("last broker error: %s\n", view->error);
+    if (view->missed_at) {
+        char when[40];
+        s_format_ts(view->missed_at, when, sizeof when);
+        printf("missed %" PRIu64 " updates while this client was slow (%s): values below are "
+               "fresh\n",
+               view->missed, when);
+    }
     printf("\n%-*s %14s  %-13s  %-24s  %8s  %s\n", width, "TAG", "VALUE", "QUALITY", "TIMESTAMP",
            "AGE", "REASON");
     for (size_t i = 0; i < view->n; i++) {
@@ -689,6 +698,24 @@ static void s_watch_on_event(scada_client_t *c, scada_client_event_t event, uint
             fprintf(stderr, "scadactl watch: broker: %s\n", view->error);
         break;
     case SCADA_CLIENT_SUBSCRIBED:
+        break;
+    case SCADA_CLIENT_MISSED:
+        view->missed = text ? strtoull(text, NULL, 10) : 0;
+        view->missed_at = mclock_wall_ms();
+        if (view->tty)
+            break;
+        if (s_json) {
+            const s_target_t *t = view->target;
+            printf("{\"event\":\"missed\",\"broker\":");
+            s_json_str(stdout, t->name ? t->name : "");
+            printf(",\"endpoint\":");
+            s_json_str(stdout, t->endpoint);
+            printf(",\"count\":%" PRIu64 "}\n", view->missed);
+        } else
+            printf("# missed %" PRIu64 " updates while this client was slow: values below are "
+                   "fresh\n",
+                   view->missed);
+        fflush(stdout);
         break;
     }
     view->dirty = true;

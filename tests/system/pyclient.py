@@ -44,9 +44,15 @@ def decode_updates(pb, msg, now):
 
 class PyClient:
     """A DEALER on the broker's endpoint. A thread receives everything;
-    requests wait for their answer by id."""
+    requests wait for their answer by id.
 
-    def __init__(self, pb, endpoint, name="pyclient", heartbeat_ms=None):
+    `missed` lists (receive time, count) for every message that carried
+    BrokerMsg.missed: the broker's queue to us was full and it held back or
+    coalesced away `count` updates; the current values follow. `on_message`
+    (optional) is called in the receiving thread with (msg, updates, t) for
+    every message, before it is recorded."""
+
+    def __init__(self, pb, endpoint, name="pyclient", heartbeat_ms=None, on_message=None):
         self.pb = pb
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.DEALER)
@@ -67,6 +73,8 @@ class PyClient:
         self.errors = []        # ERROR messages without a waiting request
         self.heartbeats = 0
         self.messages = 0
+        self.missed = []        # (t, count) per message that said updates were missed
+        self.on_message = on_message
         self.last_tx = time.monotonic()
         self._id = 0
         self._send_lock = threading.Lock()
@@ -100,14 +108,20 @@ class PyClient:
         now = time.monotonic()
         msg = pb.BrokerMsg()
         msg.ParseFromString(frames[-1])
+        ups = (decode_updates(pb, msg, now)
+               if msg.kind in (pb.BrokerMsg.SUBSCRIBED, pb.BrokerMsg.UPDATES) else [])
+        if self.on_message:
+            self.on_message(msg, ups, now)
         with self.cond:
             self.messages += 1
+            # Any kind of message may say so, before the values it carries.
+            if msg.HasField("missed") and msg.missed > 0:
+                self.missed.append((now, msg.missed))
             if msg.kind == pb.BrokerMsg.HEARTBEAT:
                 self.heartbeats += 1
-            if msg.kind in (pb.BrokerMsg.SUBSCRIBED, pb.BrokerMsg.UPDATES):
-                for u in decode_updates(pb, msg, now):
-                    self.updates.append(u)
-                    self.latest[u.tag_id] = u
+            for u in ups:
+                self.updates.append(u)
+                self.latest[u.tag_id] = u
             if msg.kind == pb.BrokerMsg.ERROR and msg.id not in self.replies and msg.id == 0:
                 self.errors.append(msg.error)
             elif msg.kind not in (pb.BrokerMsg.UPDATES, pb.BrokerMsg.HEARTBEAT):

@@ -343,6 +343,88 @@ static void test_subscribe_and_decode(void **state)
     fake_destroy(&f);
 }
 
+//  For test_missed: where the values stood when MISSED was raised.
+typedef struct {
+    log_t *log;
+    size_t values_at_missed;
+} missed_log_t;
+
+static void on_event_missed(scada_client_t *c, scada_client_event_t event, uint32_t page,
+                            const char *text, void *arg)
+{
+    missed_log_t *ml = (missed_log_t *)arg;
+    if (event == SCADA_CLIENT_MISSED)
+        ml->values_at_missed = ml->log->nvalues;
+    on_event(c, event, page, text, ml->log);
+}
+
+//  BrokerMsg.missed: the broker's queue to us was full. One MISSED event
+//  with the count, raised before the values of that message (they are the
+//  current ones); counted in the stats; on any kind of message; absent or 0
+//  is nothing.
+static void test_missed_updates_are_told(void **state)
+{
+    fake_t *f = fake_new();
+    log_t log = {0};
+    scada_client_t *c = setup_page7(f, &log, 1000);
+    missed_log_t ml = {&log, 0};
+    scada_client_set_event_handler(c, on_event_missed, &ml);
+    size_t events = log.nevents;
+
+    Scada__BrokerMsg m = SCADA__BROKER_MSG__INIT;
+    Scada__Update ups[2] = {upd(11), upd(12)};
+    Scada__Update *ptrs[2] = {&ups[0], &ups[1]};
+    ups[0].has_integer = true;
+    ups[0].integer = 7;
+    ups[1].has_integer = true;
+    ups[1].integer = 8;
+    m.kind = SCADA__BROKER_MSG__KIND__UPDATES;
+    m.has_base_ts = true;
+    m.base_ts = BASE + 60000;
+    m.n_updates = 2;
+    m.updates = ptrs;
+    m.has_missed = true;
+    m.missed = 123456789012ULL;
+    fake_send(f, &m);
+    pump_values(c, &log, 5);
+    assert_int_equal(log.nevents, events + 1);
+    assert_int_equal(log.events[events], SCADA_CLIENT_MISSED);
+    assert_int_equal(log.event_pages[events], 0);
+    assert_string_equal(log.event_text[events], "123456789012");
+    assert_int_equal(ml.values_at_missed, 3); //  before this message's values
+    assert_true(log.values[3].v.value == 7.0 && log.values[3].v.ts_ms == BASE + 60000);
+    assert_true(log.values[4].v.value == 8.0);
+    scada_client_stats_t st;
+    scada_client_stats(c, &st);
+    assert_true(st.missed == 123456789012ULL);
+    assert_int_equal(st.missed_events, 1);
+
+    //  On a HEARTBEAT too; 0 and absent say nothing.
+    Scada__BrokerMsg hb = SCADA__BROKER_MSG__INIT;
+    hb.kind = SCADA__BROKER_MSG__KIND__HEARTBEAT;
+    hb.has_missed = true;
+    hb.missed = 0;
+    fake_send(f, &hb);
+    hb.has_missed = false;
+    fake_send(f, &hb);
+    hb.has_missed = true;
+    hb.missed = 5;
+    fake_send(f, &hb);
+    int64_t end = mclock_mono_ms() + 1000;
+    while (log.nevents < events + 2 && mclock_mono_ms() < end)
+        scada_client_wait(c, 50);
+    assert_int_equal(log.nevents, events + 2);
+    assert_int_equal(log.events[events + 1], SCADA_CLIENT_MISSED);
+    assert_string_equal(log.event_text[events + 1], "5");
+    scada_client_stats(c, &st);
+    assert_true(st.missed == 123456789017ULL);
+    assert_int_equal(st.missed_events, 2);
+    assert_int_equal(st.malformed, 0);
+
+    scada_client_destroy(&c);
+    fake_destroy(&f);
+}
+
 static void test_known_names_travel_as_ids(void **state)
 {
     fake_t *f = fake_new();
@@ -863,6 +945,7 @@ int main(void)
     zsys_handler_set(NULL);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_subscribe_and_decode),
+        cmocka_unit_test(test_missed_updates_are_told),
         cmocka_unit_test(test_known_names_travel_as_ids),
         cmocka_unit_test(test_malformed_frames_are_counted_and_dropped),
         cmocka_unit_test(test_write_results),
