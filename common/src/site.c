@@ -1900,6 +1900,7 @@ enum {
     K_RESOLVER,
     K_BROKERS,
     K_ALARM,
+    K_SECURITY,
     K_NKEYS
 };
 
