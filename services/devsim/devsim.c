@@ -1271,11 +1271,17 @@ devsim_t *devsim_new(const site_t *site, const devsim_config_t *config, char *er
 
     zsys_handler_set(NULL); //  signals are ours (signalfd), not czmq's
     //  Options first: a bound socket copies them into its listener at bind.
-    self->control = zsock_new(ZMQ_REP);
+    //  A ROUTER that answers as a REP would (s_control_drain): libzmq's REP
+    //  loses its next reply after a request without an envelope from a peer
+    //  that is already gone (garbage on the port does that).
+    self->control = zsock_new(ZMQ_ROUTER);
     if (self->control) {
         zsock_set_linger(self->control, 0);
-        //  Commands are short; libzmq drops a peer that sends more.
+        //  Commands are short (64 KB: a list of some 5,000 device names);
+        //  libzmq drops a peer that sends more. One request at a time.
         zsock_set_maxmsgsize(self->control, 65536);
+        zsock_set_sndhwm(self->control, 100);
+        zsock_set_rcvhwm(self->control, 100);
     }
     if (s_start_commands(self, err, errlen) != 0) {
         *error = DEVSIM_EBADCONFIG;
@@ -1342,9 +1348,25 @@ void devsim_destroy(devsim_t **self_p)
 static void s_control_drain(devsim_t *self)
 {
     while (zsock_events(self->control) & ZMQ_POLLIN) {
-        zmsg_t *msg = zmsg_recv(self->control);
+        zmsg_t *msg = zmsg_recv_nowait(self->control);
         if (!msg)
             break;
+        //  The envelope as a REP keeps it: routing id, frames up to the
+        //  empty delimiter. A request without one (from a DEALER that sent
+        //  none, or garbage) cannot be answered: dropped.
+        zmsg_t *out = zmsg_new();
+        bool delimited = false;
+        zframe_t *f;
+        while (!delimited && (f = zmsg_pop(msg))) {
+            delimited = zmsg_size(out) > 0 && zframe_size(f) == 0;
+            zmsg_append(out, &f);
+        }
+        if (!delimited) {
+            slog_debug("control: a request without an envelope dropped");
+            zmsg_destroy(&out);
+            zmsg_destroy(&msg);
+            continue;
+        }
         char *reply = NULL;
         if (zmsg_size(msg) != 1)
             reply = strdup("error: expected one frame");
@@ -1354,8 +1376,11 @@ static void s_control_drain(devsim_t *self)
             free(request);
         }
         zmsg_destroy(&msg);
-        if (zstr_send(self->control, reply ? reply : "error: out of memory") != 0)
+        zmsg_addstr(out, reply ? reply : "error: out of memory");
+        if (zmsg_send(&out, self->control) != 0) {
             slog_warn("control: reply not sent: %s", zmq_strerror(zmq_errno()));
+            zmsg_destroy(&out);
+        }
         free(reply);
     }
 }

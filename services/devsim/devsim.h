@@ -28,7 +28,7 @@
 typedef struct _devsim_t devsim_t;
 
 typedef struct {
-    const char *control; //  ZeroMQ endpoint of the control socket (REP, bound)
+    const char *control; //  ZeroMQ endpoint of the control socket (bound; answers as a REP)
     const char *only;    //  comma-separated device names to serve, or NULL for all
     uint64_t seed;       //  noise and garbage
     //  "CHANNEL=PATH": open PATH for that serial channel instead of its
