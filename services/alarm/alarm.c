@@ -1202,8 +1202,13 @@ alarmsvc_t *alarmsvc_new(site_t *site, const char *name)
                           AJ_KEEP_DEFAULT);
     s_restore(self);
 
+    //  Limits (docs/alarms.md): a subscriber may fall a whole site's alarms
+    //  behind (100,000 events of a few hundred bytes), then loses events; it
+    //  sends nothing but subscriptions.
     self->pub = zsock_new(ZMQ_PUB);
     zsock_set_sndhwm(self->pub, 100000);
+    zsock_set_rcvhwm(self->pub, 100);
+    zsock_set_maxmsgsize(self->pub, 1024);
     if (site_bind(self->pub, site->alarm.publish, err, sizeof err) < 0) {
         slog_error("alarm publish endpoint: %s", err);
         alarmsvc_destroy(&self);
@@ -1211,7 +1216,8 @@ alarmsvc_t *alarmsvc_new(site_t *site, const char *name)
     }
     self->control = zsock_new(ZMQ_ROUTER);
     zsock_set_maxmsgsize(self->control, 1024 * 1024);
-    zsock_set_sndhwm(self->control, 1000);
+    zsock_set_sndhwm(self->control, 100); //  a client waits for each answer
+    zsock_set_rcvhwm(self->control, 100);
     if (site_bind(self->control, site->alarm.control, err, sizeof err) < 0) {
         slog_error("alarm control endpoint: %s", err);
         alarmsvc_destroy(&self);
@@ -1222,7 +1228,8 @@ alarmsvc_t *alarmsvc_new(site_t *site, const char *name)
         s_ios_t *io = &self->ios[self->nios++];
         io->cfg = &site->ioservers[i];
         io->sub = zsock_new(ZMQ_SUB);
-        zsock_set_rcvhwm(io->sub, 100000);
+        zsock_set_rcvhwm(io->sub, 100000);    //  every device of a big I/O server, 5 times
+        zsock_set_maxmsgsize(io->sub, 16384); //  one event: at most about 1.2 KB
         zsock_set_subscribe(io->sub, "E");
         zsock_connect(io->sub, "%s", io->cfg->publish);
         io->answered = mclock_mono_ms();
@@ -1232,7 +1239,10 @@ alarmsvc_t *alarmsvc_new(site_t *site, const char *name)
         io->dealer = zsock_new(ZMQ_DEALER);
         zsock_set_linger(io->dealer, 0);
         zsock_set_immediate(io->dealer, 1);
+        //  STATE of 20,000 devices with 255-byte names: about 45 MB.
         zsock_set_maxmsgsize(io->dealer, 64 * 1024 * 1024);
+        zsock_set_sndhwm(io->dealer, 100);
+        zsock_set_rcvhwm(io->dealer, 100);
         zsock_connect(io->dealer, "%s", io->cfg->control);
     }
     const site_broker_t *b = site_broker(site, site->alarm.broker);

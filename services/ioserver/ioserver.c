@@ -2621,16 +2621,25 @@ ioserver_t *ioserver_new(site_t *site, const char *name)
     self->batch = (Scada__Value *)zmalloc(BATCH_MAX * sizeof *self->batch);
     self->batch_ptrs = (Scada__Value **)zmalloc(BATCH_MAX * sizeof *self->batch_ptrs);
 
+    //  Limits (README, scada-ioserver, Limits): a subscriber that stops
+    //  reading loses messages past SNDHWM instead of growing our memory; it
+    //  sends nothing but subscriptions (a topic of a byte or two).
     self->pub = zsock_new(ZMQ_PUB);
-    zsock_set_sndhwm(self->pub, 100000);
+    zsock_set_sndhwm(self->pub, 1000);
+    zsock_set_rcvhwm(self->pub, 100);
+    zsock_set_maxmsgsize(self->pub, 1024);
     char err[512];
     if (site_bind(self->pub, self->cfg->publish, err, sizeof err) < 0) {
         slog_error("publish endpoint: %s", err);
         ioserver_destroy(&self);
         return NULL;
     }
+    //  The largest request: 20,000 tag names of 255 bytes (5.2 MB); a peer
+    //  that announces more is disconnected before anything is allocated.
     self->control = zsock_new(ZMQ_ROUTER);
-    zsock_set_maxmsgsize(self->control, 16 * 1024 * 1024);
+    zsock_set_maxmsgsize(self->control, 8 * 1024 * 1024);
+    zsock_set_sndhwm(self->control, 1000);
+    zsock_set_rcvhwm(self->control, 1000);
     if (site_bind(self->control, self->cfg->control, err, sizeof err) < 0) {
         slog_error("control endpoint: %s", err);
         ioserver_destroy(&self);
@@ -2641,8 +2650,9 @@ ioserver_t *ioserver_new(site_t *site, const char *name)
     //  when it hears from an I/O server it does not know.
     self->resolver = zsock_new(ZMQ_DEALER);
     zsock_set_sndhwm(self->resolver, 1000);
+    zsock_set_rcvhwm(self->resolver, 100);
     zsock_set_linger(self->resolver, 0);
-    zsock_set_maxmsgsize(self->resolver, 16 * 1024 * 1024);
+    zsock_set_maxmsgsize(self->resolver, 64 * 1024); //  it sends REREGISTER and ERROR only
     if (zsock_connect(self->resolver, "%s", site->resolver.endpoint) < 0) {
         slog_error("cannot connect to the resolver at %s: %s", site->resolver.endpoint,
                    zmq_strerror(errno));

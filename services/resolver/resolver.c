@@ -33,7 +33,7 @@
 
 #define MAX_BROKERS  1024               //  brokers known at once at most
 #define MAX_MSG_SIZE (16 * 1024 * 1024) //  larger messages: the peer is disconnected
-#define ROUTER_HWM   10000              //  messages queued per peer at most
+#define ROUTER_HWM   1000               //  messages queued per peer at most, each way
 #define LOG_EVERY_MS 1000               //  rate of repeated warnings
 #define LOG_CHANGES  10                 //  more changes at once: one summary line
 
