@@ -59,6 +59,7 @@ def write_site(path, name, ndev, ntags, base_port, redis_port, ep, scan_ms, peri
            "alarm": {"publish": ep["apub"], "control": ep["actl"],
                      "journal": os.path.join(os.path.dirname(path), "alarms.journal"),
                      "sync": "batch", "device_alarms": False},
+           "security": {"plain": True},  # the plain data path is what is measured
            "ioservers": [{"name": "io1", "publish": ep["pub"], "control": ep["ctl"],
                           "connect_window": 50}],
            "channels": [{"name": "plant", "type": "network", "devices": devices}]}

@@ -328,6 +328,7 @@ def write_site(path, site_name, redis_port, devsim_ctl, dev_base, resolver_ep, b
     doc = {
         "site": site_name,
         "redis": {"host": "127.0.0.1", "port": redis_port},
+        "security": {"plain": True},  # the plain data path is what is measured
         "ping_time_ms": PING_MS,
         "devsim": {"control": devsim_ctl},
         "resolver": {"endpoint": resolver_ep},

@@ -74,6 +74,7 @@ def write_site(path, site_name, nsilent, live_base, pub, ctl, redis_port, devsim
     w = out.append
     w("site: %s\n" % site_name)
     w("redis: {host: 127.0.0.1, port: %d}\n" % redis_port)
+    w("security: {plain: true}   # the plain data path is what is measured\n")
     w("devsim: {control: \"%s\"}\n" % devsim_ctl)
     w("ioservers:\n")
     w("  - {name: io1, publish: \"%s\", control: \"%s\", connect_window: %d,\n"

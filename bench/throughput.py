@@ -53,6 +53,7 @@ def write_site(path, n, regs, scan_ms, dev_base, pub, ctl, redis_port, devsim_ct
     w = out.append
     w("site: benchtp\n")
     w("redis: {host: 127.0.0.1, port: %d}\n" % redis_port)
+    w("security: {plain: true}   # the plain data path is what is measured\n")
     w("devsim: {control: \"%s\"}\n" % devsim_ctl)
     w("ioservers:\n")
     w("  - {name: io1, publish: \"%s\", control: \"%s\", always_scan: true}\n" % (pub, ctl))

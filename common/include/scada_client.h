@@ -74,6 +74,8 @@ typedef struct {
     uint32_t reconnect_max_ms; //  its upper bound as it backs off; 0: 2000
     int64_t max_msg_bytes;     //  larger frames from the broker are refused
                                //  (ZMQ_MAXMSGSIZE); 0: 16 MiB
+    struct _sec_t *sec;        //  CURVE (sec.h): the broker link as a client of
+    const char *sec_peer;      //  this broker's name; NULL sec: a plain link
 } scada_client_opts_t;
 
 //  What the link did; see scada_event_fn.

@@ -36,6 +36,10 @@ sec_t *sec_new(const site_t *site, const char *identity, const char *cert_path, 
 //  Destroy; tolerates NULL, sets *self_p to NULL.
 void sec_destroy(sec_t **self_p);
 
+//  What sec_new would say, without logging anything: 0, or -1 and err. For
+//  a start-up check (exit 2 on a missing certificate).
+int sec_check(const site_t *site, const char *identity, char *err, size_t errlen);
+
 //  The site says plain: the functions below change nothing.
 bool sec_plain(const sec_t *self);
 
@@ -47,7 +51,9 @@ const char *sec_dir(const sec_t *self);
 int sec_server(sec_t *self, zsock_t *sock, const char *what, char *err, size_t errlen);
 
 //  Make `sock` a CURVE client of process `peer` (its public key from
-//  DIR/<peer>.key); call before connect. 0, or -1 and err.
+//  DIR/<peer>.key); call before connect. 0, or -1 and err. `what` NULL:
+//  its handshakes are not watched (a socket has one monitor, and its owner
+//  already uses it).
 int sec_client(sec_t *self, zsock_t *sock, const char *peer, const char *what, char *err,
                size_t errlen);
 

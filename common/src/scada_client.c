@@ -19,6 +19,7 @@
     running (`depth`), so a callback's arguments stay valid.
 */
 #include "scada_client.h"
+#include "sec.h"
 #include "mclock.h"
 #include "scada.pb-c.h"
 #include "slog.h"
@@ -114,6 +115,9 @@ struct _scada_client_t {
     int64_t max_msg_bytes;
     zsock_t *sock;       //  DEALER to the broker
     zsock_t *monitor;    //  PAIR: its connection events (s_socket_new)
+    sec_t *sec;          //  CURVE, or NULL (not owned)
+    char *sec_peer;      //  the broker's certificate name
+    bool refused;        //  a handshake failed; said once until one succeeds
     bool named;          //  this connection already carried our name
     s_link_t link;       //
     bool ever_up;        //  the broker answered at least once
@@ -507,10 +511,21 @@ static int s_socket_new(scada_client_t *self, zsock_t **sock_p, zsock_t **monito
     zsock_set_reconnect_ivl_max(sock, (int)self->reconnect_max_ms);
     int64_t max = self->max_msg_bytes;
     zmq_setsockopt(zsock_resolve(sock), ZMQ_MAXMSGSIZE, &max, sizeof max);
+    char err[512];
+    if (self->sec && sec_client(self->sec, sock, self->sec_peer, NULL, err, sizeof err) != 0) {
+        slog_error("broker link: %s", err);
+        zsock_destroy(&monitor);
+        zsock_destroy(&sock);
+        return -1;
+    }
     char ep[96];
     snprintf(ep, sizeof ep, "inproc://scada-client-monitor-%d-%d", (int)getpid(),
              __atomic_add_fetch(&s_seq, 1, __ATOMIC_RELAXED));
-    if (zmq_socket_monitor(zsock_resolve(sock), ep, ZMQ_EVENT_DISCONNECTED) != 0 ||
+    if (zmq_socket_monitor(zsock_resolve(sock), ep,
+                           ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_SUCCEEDED) !=
+            0 ||
         zsock_connect(monitor, "%s", ep) != 0 || zsock_connect(sock, "%s", self->endpoint) < 0) {
         zmq_socket_monitor(zsock_resolve(sock), NULL, 0);
         zsock_destroy(&monitor);
@@ -550,6 +565,17 @@ static bool s_connection_closed(scada_client_t *self)
             memcpy(&event, zmq_msg_data(&msg), sizeof event);
         if (event & ZMQ_EVENT_DISCONNECTED)
             closed = true;
+        if (event & (ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                     ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)) {
+            if (!self->refused)
+                s_event(self, SCADA_CLIENT_ERROR, 0,
+                        self->sec ? "the broker refused the CURVE handshake: our key is not "
+                                    "allowed there (revoked?), or it is not the broker we "
+                                    "have the key of"
+                                  : "the broker refused the handshake: it wants CURVE");
+            self->refused = true;
+        } else if (event & ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
+            self->refused = false;
         while (zmq_msg_more(&msg) && zmq_msg_recv(&msg, handle, ZMQ_DONTWAIT) >= 0)
             ;
     }
@@ -942,6 +968,8 @@ scada_client_t *scada_client_new(const char *endpoint, const scada_client_opts_t
     if (self->reconnect_max_ms < self->reconnect_ms)
         self->reconnect_max_ms = self->reconnect_ms;
     self->max_msg_bytes = o.max_msg_bytes > 0 ? o.max_msg_bytes : S_DEFAULT_MAX_MSG;
+    self->sec = o.sec;
+    self->sec_peer = strdup(o.sec_peer ? o.sec_peer : "b1");
     self->by_name = zhashx_new();
     self->by_id = zhashx_new();
     self->subreqs = zlistx_new();
@@ -1000,6 +1028,7 @@ void scada_client_destroy(scada_client_t **self_p)
     zhashx_destroy(&self->by_id);
     zhashx_destroy(&self->by_name);
     free(self->endpoint);
+    free(self->sec_peer);
     free(self->name);
     free(self);
     *self_p = NULL;

@@ -63,8 +63,26 @@ static void s_watch_destroy(void **item)
     }
 }
 
+static sec_t *s_new(const site_t *site, const char *identity, const char *cert_path, char *err,
+                    size_t errlen, bool quiet);
+
 sec_t *sec_new(const site_t *site, const char *identity, const char *cert_path, char *err,
                size_t errlen)
+{
+    return s_new(site, identity, cert_path, err, errlen, false);
+}
+
+int sec_check(const site_t *site, const char *identity, char *err, size_t errlen)
+{
+    sec_t *self = s_new(site, identity, NULL, err, errlen, true);
+    if (!self)
+        return -1;
+    sec_destroy(&self);
+    return 0;
+}
+
+static sec_t *s_new(const site_t *site, const char *identity, const char *cert_path, char *err,
+                    size_t errlen, bool quiet)
 {
     sec_t *self = (sec_t *)zmalloc(sizeof *self);
     self->plain = site->security_plain;
@@ -73,9 +91,11 @@ sec_t *sec_new(const site_t *site, const char *identity, const char *cert_path, 
     self->watches = zlistx_new();
     zlistx_set_destructor(self->watches, s_watch_destroy);
     if (self->plain) {
-        slog_warn("PLAIN LINKS: %s%s%d says security: {plain: true}: the ZeroMQ links of %s are "
-                  "neither encrypted nor authenticated",
-                  site->path, site->security_line ? ":" : "", site->security_line, identity);
+        if (!quiet)
+            slog_warn(
+                "PLAIN LINKS: %s%s%d says security: {plain: true}: the ZeroMQ links of %s are "
+                "neither encrypted nor authenticated",
+                site->path, site->security_line ? ":" : "", site->security_line, identity);
         return self;
     }
     if (!s_is_dir(self->dir)) {
@@ -111,7 +131,9 @@ sec_t *sec_new(const site_t *site, const char *identity, const char *cert_path, 
         sec_destroy(&self);
         return NULL;
     }
-    slog_info("CURVE on every link: certificate %s, allowed peers in %s/public", path, self->dir);
+    if (!quiet)
+        slog_info("CURVE on every link: certificate %s, allowed peers in %s/public", path,
+                  self->dir);
     free(path);
     free(secret);
     return self;
@@ -170,6 +192,13 @@ static int s_on_event(zloop_t *loop, zsock_t *sock, void *arg)
         if (w->failing && !w->server)
             slog_info("%s: the CURVE handshake with %s at %s succeeds again", w->what, w->peer, ep);
         w->failing = false;
+        free(ep);
+        return 0;
+    }
+    if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
+        //  The peer went away mid-handshake: a port probe, a health check
+        //  that only connects, a dropped link. Not a refusal.
+        slog_debug("%s on %s: a peer left during the handshake", w->what, ep);
         free(ep);
         return 0;
     }
@@ -286,7 +315,8 @@ int sec_client(sec_t *self, zsock_t *sock, const char *peer, const char *what, c
     zcert_apply(self->cert, sock);
     zsock_set_curve_serverkey(sock, zcert_public_txt(theirs));
     zcert_destroy(&theirs);
-    s_watch(self, sock, false, what, peer);
+    if (what)
+        s_watch(self, sock, false, what, peer);
     return 0;
 }
 

@@ -1,6 +1,7 @@
 /*  svcmain: the main() every service binary shares. See svcmain.h. */
 #include "svcmain.h"
 
+#include "sec.h"
 #include "slog.h"
 
 #include <getopt.h>
@@ -75,6 +76,13 @@ int svcmain(int argc, char **argv, const svcmain_t *svc)
     if (!name) {
         name = svc->default_name(site);
         slog_init(name, (slog_level_t)level);
+    }
+    //  A CURVE site needs this process's certificate: without it nothing
+    //  could talk to it, so it does not start.
+    if (sec_check(site, name, err, sizeof err) != 0) {
+        fprintf(stderr, "%s: %s\n", svc->binary, err);
+        site_destroy(&site);
+        return 2;
     }
     if (check) {
         printf("%s: %s: site %s is good for %s (%zu I/O servers, %zu channels, %zu tags)\n",

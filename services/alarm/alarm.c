@@ -18,6 +18,7 @@
 #include "rzloop.h"
 #include "scada.pb-c.h"
 #include "scada_client.h"
+#include "sec.h"
 #include "slog.h"
 
 #include <errno.h>
@@ -79,6 +80,7 @@ struct _alarmsvc_t {
     zloop_t *loop;
     zsock_t *pub;
     zsock_t *control;
+    sec_t *sec; //  CURVE (or plain, said at start)
     rzloop_t *redis;
     ajournal_t *journal;
     char *journal_path;
@@ -1205,11 +1207,17 @@ alarmsvc_t *alarmsvc_new(site_t *site, const char *name)
     //  Limits (docs/alarms.md): a subscriber may fall a whole site's alarms
     //  behind (100,000 events of a few hundred bytes), then loses events; it
     //  sends nothing but subscriptions.
+    if (!(self->sec = sec_new(site, name, NULL, err, sizeof err))) {
+        slog_error("%s", err);
+        alarmsvc_destroy(&self);
+        return NULL;
+    }
     self->pub = zsock_new(ZMQ_PUB);
     zsock_set_sndhwm(self->pub, 100000);
     zsock_set_rcvhwm(self->pub, 100);
     zsock_set_maxmsgsize(self->pub, 1024);
-    if (site_bind(self->pub, site->alarm.publish, err, sizeof err) < 0) {
+    if (sec_server(self->sec, self->pub, "alarm publish socket", err, sizeof err) != 0 ||
+        site_bind(self->pub, site->alarm.publish, err, sizeof err) < 0) {
         slog_error("alarm publish endpoint: %s", err);
         alarmsvc_destroy(&self);
         return NULL;
@@ -1218,7 +1226,8 @@ alarmsvc_t *alarmsvc_new(site_t *site, const char *name)
     zsock_set_maxmsgsize(self->control, 1024 * 1024);
     zsock_set_sndhwm(self->control, 100); //  a client waits for each answer
     zsock_set_rcvhwm(self->control, 100);
-    if (site_bind(self->control, site->alarm.control, err, sizeof err) < 0) {
+    if (sec_server(self->sec, self->control, "alarm control socket", err, sizeof err) != 0 ||
+        site_bind(self->control, site->alarm.control, err, sizeof err) < 0) {
         slog_error("alarm control endpoint: %s", err);
         alarmsvc_destroy(&self);
         return NULL;
@@ -1231,6 +1240,10 @@ alarmsvc_t *alarmsvc_new(site_t *site, const char *name)
         zsock_set_rcvhwm(io->sub, 100000);    //  every device of a big I/O server, 5 times
         zsock_set_maxmsgsize(io->sub, 16384); //  one event: at most about 1.2 KB
         zsock_set_subscribe(io->sub, "E");
+        char what[96];
+        snprintf(what, sizeof what, "events from %s", io->cfg->name);
+        if (sec_client(self->sec, io->sub, io->cfg->name, what, err, sizeof err) != 0)
+            slog_error("%s", err);
         zsock_connect(io->sub, "%s", io->cfg->publish);
         io->answered = mclock_mono_ms();
         char id[300];
@@ -1243,10 +1256,16 @@ alarmsvc_t *alarmsvc_new(site_t *site, const char *name)
         zsock_set_maxmsgsize(io->dealer, 64 * 1024 * 1024);
         zsock_set_sndhwm(io->dealer, 100);
         zsock_set_rcvhwm(io->dealer, 100);
+        snprintf(what, sizeof what, "requests to %s", io->cfg->name);
+        if (sec_client(self->sec, io->dealer, io->cfg->name, what, err, sizeof err) != 0)
+            slog_error("%s", err);
         zsock_connect(io->dealer, "%s", io->cfg->control);
     }
     const site_broker_t *b = site_broker(site, site->alarm.broker);
-    scada_client_opts_t opts = {.name = "scada-alarm", .heartbeat_ms = b->client_heartbeat_ms};
+    scada_client_opts_t opts = {.name = "scada-alarm",
+                                .heartbeat_ms = b->client_heartbeat_ms,
+                                .sec = self->sec,
+                                .sec_peer = b->name};
     self->client = scada_client_new(b->endpoint, &opts);
     if (!self->client) {
         slog_error("cannot make a client of broker %s at %s", b->name, b->endpoint);
@@ -1272,6 +1291,7 @@ void alarmsvc_destroy(alarmsvc_t **self_p)
         zsock_destroy(&self->ios[i].dealer);
     }
     free(self->ios);
+    sec_destroy(&self->sec);
     if (self->journal) {
         ajournal_sync(self->journal);
         ajournal_close(&self->journal);
@@ -1297,6 +1317,7 @@ void alarmsvc_actor(zsock_t *pipe, void *engine)
     zloop_reader(self->loop, pipe, s_on_pipe, self);
     zloop_reader(self->loop, self->control, s_on_control, self);
     zloop_reader_set_tolerant(self->loop, self->control);
+    sec_attach(self->sec, self->loop);
     s_ios_ref_t *refs = (s_ios_ref_t *)zmalloc((self->nios + 1) * sizeof *refs);
     for (size_t i = 0; i < self->nios; i++) {
         refs[i] = (s_ios_ref_t){self, &self->ios[i]};

@@ -23,6 +23,7 @@
 #include "mclock.h"
 #include "rzloop.h"
 #include "scada.pb-c.h"
+#include "sec.h"
 #include "slog.h"
 
 #include <math.h>
@@ -170,6 +171,7 @@ struct _broker_t {
     zloop_t *loop;
     zsock_t *clients_sock;
     zsock_t *resolver;
+    sec_t *sec; //  CURVE (or plain, said at start)
     rzloop_t *redis;
     char *prefix; //  scada:<site>:broker:<name>
     uint64_t incarnation;
@@ -563,6 +565,13 @@ static s_ios_t *s_ios_get(broker_t *self, const char *name, const char *publish,
     zsock_set_rcvhwm(ios->dealer, IOS_RCVHWM_REP);
     zsock_set_maxmsgsize(ios->dealer, PEER_MAX_MSG);
     zsock_set_immediate(ios->dealer, 1);
+    char err[512], what[96];
+    snprintf(what, sizeof what, "values from %s", name);
+    if (sec_client(self->sec, ios->sub, name, what, err, sizeof err) != 0)
+        slog_error("I/O server %s: %s", name, err);
+    snprintf(what, sizeof what, "requests to %s", name);
+    if (sec_client(self->sec, ios->dealer, name, what, err, sizeof err) != 0)
+        slog_error("I/O server %s: %s", name, err);
     if (zsock_connect(ios->sub, "%s", publish) < 0 || zsock_connect(ios->dealer, "%s", control) < 0)
         slog_error("I/O server %s: cannot connect to %s / %s: %s", name, publish, control,
                    zmq_strerror(errno));
@@ -1937,6 +1946,12 @@ broker_t *broker_new(site_t *site, const char *name)
     self->reasons = zhashx_new();
     zhashx_set_destructor(self->reasons, (zhashx_destructor_fn *)zstr_free);
 
+    char err[512];
+    if (!(self->sec = sec_new(site, name, NULL, err, sizeof err))) {
+        slog_error("%s", err);
+        broker_destroy(&self);
+        return NULL;
+    }
     self->clients_sock = zsock_new(ZMQ_ROUTER);
     //  A full client queue is EAGAIN (router_mandatory), not a silent drop.
     zsock_set_router_mandatory(self->clients_sock, 1);
@@ -1945,8 +1960,8 @@ broker_t *broker_new(site_t *site, const char *name)
     zsock_set_rcvhwm(self->clients_sock, CLIENT_RCVHWM);
     zsock_set_maxmsgsize(self->clients_sock, MAX_CLIENT_MSG);
     zsock_set_linger(self->clients_sock, 0);
-    char err[512];
-    if (site_bind(self->clients_sock, self->cfg->endpoint, err, sizeof err) < 0) {
+    if (sec_server(self->sec, self->clients_sock, "client socket", err, sizeof err) != 0 ||
+        site_bind(self->clients_sock, self->cfg->endpoint, err, sizeof err) < 0) {
         slog_error("client endpoint: %s", err);
         broker_destroy(&self);
         return NULL;
@@ -1956,6 +1971,11 @@ broker_t *broker_new(site_t *site, const char *name)
     zsock_set_sndhwm(self->resolver, RESOLVER_HWM);
     zsock_set_rcvhwm(self->resolver, RESOLVER_HWM);
     zsock_set_maxmsgsize(self->resolver, PEER_MAX_MSG);
+    if (sec_client(self->sec, self->resolver, "resolver", "resolver link", err, sizeof err) != 0) {
+        slog_error("%s", err);
+        broker_destroy(&self);
+        return NULL;
+    }
     if (zsock_connect(self->resolver, "%s", site->resolver.endpoint) < 0) {
         slog_error("cannot connect to the resolver at %s: %s", site->resolver.endpoint,
                    zmq_strerror(errno));
@@ -1965,6 +1985,7 @@ broker_t *broker_new(site_t *site, const char *name)
     //  Every I/O server of the site, from the start: a SUB that connects
     //  only at failover could miss the first values of the new source.
     self->loop = zloop_new();
+    sec_attach(self->sec, self->loop);
     for (size_t i = 0; i < site->nioservers; i++)
         s_ios_get(self, site->ioservers[i].name, site->ioservers[i].publish,
                   site->ioservers[i].control);
@@ -2000,6 +2021,7 @@ void broker_destroy(broker_t **self_p)
     zloop_destroy(&self->loop); //  after the I/O servers: they end their readers
     zsock_destroy(&self->clients_sock);
     zsock_destroy(&self->resolver);
+    sec_destroy(&self->sec);
     zstr_free(&self->prefix);
     free(self->name);
     free(self);

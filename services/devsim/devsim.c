@@ -18,6 +18,7 @@
 #include "mbserve.h"
 #include "mclock.h"
 #include "rtuframe.h"
+#include "sec.h"
 #include "slog.h"
 #include "timerq.h"
 
@@ -149,6 +150,7 @@ struct _devsim_t {
     int epfd;
     int sigfd;
     zsock_t *control;
+    sec_t *sec; //  CURVE on the control socket (or plain, said at start)
     modbus_t *mbctx;  //  never connected; lends its TCP backend to mbserve
     modbus_t *rtuctx; //  never connected; lends its RTU backend to mbserve
     timerq_t *timers;
@@ -1217,6 +1219,10 @@ devsim_t *devsim_new(const site_t *site, const devsim_config_t *config, char *er
         return NULL;
     if (s_check_serial(site, config, err, errlen) != 0)
         return NULL;
+    //  Its control socket is a link of the site like any other: CURVE
+    //  unless the site is plain, with the certificate "devsim".
+    if (sec_check(site, "devsim", err, errlen) != 0)
+        return NULL;
     *error = DEVSIM_ERUNTIME;
 
     //  Before any thread exists (libzmq's), so every thread inherits the mask.
@@ -1289,7 +1295,10 @@ devsim_t *devsim_new(const site_t *site, const devsim_config_t *config, char *er
         return NULL;
     }
     char why[512] = "out of memory";
-    if (!self->control || site_bind(self->control, config->control, why, sizeof why) < 0) {
+    if (self->control && !(self->sec = sec_new(site, "devsim", NULL, why, sizeof why)))
+        zsock_destroy(&self->control);
+    if (!self->control || sec_server(self->sec, self->control, "control socket", why, sizeof why) ||
+        site_bind(self->control, config->control, why, sizeof why) < 0) {
         snprintf(err, errlen, "control socket: %s", why);
         devsim_destroy(&self);
         return NULL;
@@ -1319,6 +1328,7 @@ void devsim_destroy(devsim_t **self_p)
         simdev_destroy(&self->served[i].dev);
     //  The control socket's ZMQ_FD belongs to libzmq: never close() it.
     zsock_destroy(&self->control);
+    sec_destroy(&self->sec);
     if (self->sigfd >= 0)
         close(self->sigfd);
     if (self->epfd >= 0)

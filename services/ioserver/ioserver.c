@@ -26,6 +26,7 @@
 #include "rzloop.h"
 #include "scada.pb-c.h"
 #include "serial_actor.h"
+#include "sec.h"
 #include "slog.h"
 #include "tagval.h"
 
@@ -222,6 +223,7 @@ struct _ioserver_t {
     size_t tags_active;
     uint64_t subscribes, unsubscribes, resyncs, probes;
     zsock_t *resolver;
+    sec_t *sec; //  CURVE (or plain, said at start)
     uint64_t incarnation;
     bool units_dirty;
     zlist_t *sub_replies; //  s_subreply_t: SUBSCRIBE answers waiting for first readings
@@ -2624,12 +2626,18 @@ ioserver_t *ioserver_new(site_t *site, const char *name)
     //  Limits (README, scada-ioserver, Limits): a subscriber that stops
     //  reading loses messages past SNDHWM instead of growing our memory; it
     //  sends nothing but subscriptions (a topic of a byte or two).
+    char err[512];
+    if (!(self->sec = sec_new(site, name, NULL, err, sizeof err))) {
+        slog_error("%s", err);
+        ioserver_destroy(&self);
+        return NULL;
+    }
     self->pub = zsock_new(ZMQ_PUB);
     zsock_set_sndhwm(self->pub, 1000);
     zsock_set_rcvhwm(self->pub, 100);
     zsock_set_maxmsgsize(self->pub, 1024);
-    char err[512];
-    if (site_bind(self->pub, self->cfg->publish, err, sizeof err) < 0) {
+    if (sec_server(self->sec, self->pub, "publish socket", err, sizeof err) != 0 ||
+        site_bind(self->pub, self->cfg->publish, err, sizeof err) < 0) {
         slog_error("publish endpoint: %s", err);
         ioserver_destroy(&self);
         return NULL;
@@ -2640,7 +2648,8 @@ ioserver_t *ioserver_new(site_t *site, const char *name)
     zsock_set_maxmsgsize(self->control, 8 * 1024 * 1024);
     zsock_set_sndhwm(self->control, 1000);
     zsock_set_rcvhwm(self->control, 1000);
-    if (site_bind(self->control, self->cfg->control, err, sizeof err) < 0) {
+    if (sec_server(self->sec, self->control, "control socket", err, sizeof err) != 0 ||
+        site_bind(self->control, self->cfg->control, err, sizeof err) < 0) {
         slog_error("control endpoint: %s", err);
         ioserver_destroy(&self);
         return NULL;
@@ -2653,6 +2662,11 @@ ioserver_t *ioserver_new(site_t *site, const char *name)
     zsock_set_rcvhwm(self->resolver, 100);
     zsock_set_linger(self->resolver, 0);
     zsock_set_maxmsgsize(self->resolver, 64 * 1024); //  it sends REREGISTER and ERROR only
+    if (sec_client(self->sec, self->resolver, "resolver", "resolver link", err, sizeof err) != 0) {
+        slog_error("%s", err);
+        ioserver_destroy(&self);
+        return NULL;
+    }
     if (zsock_connect(self->resolver, "%s", site->resolver.endpoint) < 0) {
         slog_error("cannot connect to the resolver at %s: %s", site->resolver.endpoint,
                    zmq_strerror(errno));
@@ -2715,6 +2729,7 @@ void ioserver_destroy(ioserver_t **self_p)
     zsock_destroy(&self->pub);
     zsock_destroy(&self->control);
     zsock_destroy(&self->resolver);
+    sec_destroy(&self->sec);
     s_subreply_t *sr;
     while (self->sub_replies && (sr = (s_subreply_t *)zlist_pop(self->sub_replies)))
         s_subreply_destroy(&sr);
@@ -2756,6 +2771,7 @@ void ioserver_actor(zsock_t *pipe, void *engine)
     zloop_reader_set_tolerant(self->loop, self->control);
     zloop_reader(self->loop, self->resolver, s_on_resolver, self);
     zloop_reader_set_tolerant(self->loop, self->resolver);
+    sec_attach(self->sec, self->loop);
     s_resolver_offers(self, true);
     for (size_t i = 0; i < self->nlinks; i++)
         if (self->links[i].serial)

@@ -24,6 +24,7 @@
 #include "offer_table.h"
 #include "rmsg.h"
 #include "rzloop.h"
+#include "sec.h"
 #include "slog.h"
 
 #include <assert.h>
@@ -55,6 +56,7 @@ struct _resolver_t {
     char *name; //  in logs and in HEARTBEAT answers
     zloop_t *loop;
     zsock_t *router;
+    sec_t *sec; //  CURVE (or plain, said at start)
     rzloop_t *redis;
     offer_table_t *table;
     ot_io_state_t *io_state; //  per site I/O server: as last logged and written to Redis
@@ -800,6 +802,12 @@ resolver_t *resolver_new(site_t *site, const char *name)
         resolver_destroy(&self);
         return NULL;
     }
+    char err[512];
+    if (!(self->sec = sec_new(site, name, NULL, err, sizeof err))) {
+        slog_error("%s", err);
+        resolver_destroy(&self);
+        return NULL;
+    }
     self->router = zsock_new(ZMQ_ROUTER);
     if (!self->router) {
         slog_error("cannot create the resolver socket: %s", zmq_strerror(errno));
@@ -811,8 +819,8 @@ resolver_t *resolver_new(site_t *site, const char *name)
     zsock_set_rcvhwm(self->router, ROUTER_HWM);
     zsock_set_linger(self->router, 0);
     zsock_set_router_handover(self->router, 1);
-    char err[512];
-    if (site_bind(self->router, site->resolver.endpoint, err, sizeof err) < 0) {
+    if (sec_server(self->sec, self->router, "resolver socket", err, sizeof err) != 0 ||
+        site_bind(self->router, site->resolver.endpoint, err, sizeof err) < 0) {
         slog_error("%s (resolver.endpoint of %s)", err, site->path);
         resolver_destroy(&self);
         return NULL;
@@ -830,6 +838,7 @@ void resolver_destroy(resolver_t **self_p)
         return;
     resolver_t *self = *self_p;
     zsock_destroy(&self->router);
+    sec_destroy(&self->sec);
     while (self->nbrokers)
         s_broker_remove(self, self->nbrokers - 1);
     free(self->brokers);
@@ -860,6 +869,7 @@ void resolver_actor(zsock_t *pipe, void *engine)
     zloop_reader(self->loop, pipe, s_on_pipe, self);
     zloop_reader(self->loop, self->router, s_on_router, self);
     zloop_reader_set_tolerant(self->loop, self->router);
+    sec_attach(self->sec, self->loop);
     zloop_timer(self->loop, self->check_ms, 0, s_on_check, self);
     zloop_timer(self->loop, self->site->ping_time_ms, 0, s_on_ping, self);
     self->redis = rzloop_new(self->loop, self->site->redis_host, self->site->redis_port,

@@ -3,6 +3,8 @@
 */
 #include "alarms.h"
 
+#include "ctlsec.h"
+
 #include "mclock.h"
 #include "scada.pb-c.h"
 
@@ -123,7 +125,7 @@ static Scada__AlarmReply *s_call(const site_t *site, Scada__AlarmRequest *req, i
     zsock_set_rcvtimeo(sock, timeout_ms);
     zsock_set_maxmsgsize(sock, 256 * 1024 * 1024);
     Scada__AlarmReply *reply = NULL;
-    if (zsock_connect(sock, "%s", site->alarm.control) == 0) {
+    if (ctlsec_client(sock, "alarm") == 0 && zsock_connect(sock, "%s", site->alarm.control) == 0) {
         req->id = (uint64_t)getpid();
         size_t len = scada__alarm_request__get_packed_size(req);
         zframe_t *frame = zframe_new(NULL, len);
@@ -266,7 +268,8 @@ scadactl_alarm_view_t *scadactl_alarm_view_new(const site_t *site)
     zsock_set_linger(self->sock, 0);
     zsock_set_maxmsgsize(self->sock, 256 * 1024 * 1024);
     zsock_set_sndhwm(self->sock, 4);
-    zsock_connect(self->sock, "%s", site->alarm.control);
+    if (ctlsec_client(self->sock, "alarm") == 0)
+        zsock_connect(self->sock, "%s", site->alarm.control);
     return self;
 }
 

@@ -15,6 +15,7 @@
     refused), 2 bad usage or bad site file.
 */
 #include "alarms.h"
+#include "ctlsec.h"
 #include "ping.h"
 #include "sec.h"
 #include "iolog.h"
@@ -45,6 +46,7 @@ static const char *s_endpoint = NULL; //  --endpoint: overrides the site's broke
 static long s_count = 0;              //  watch: stop after this many updates (0: never)
 static long s_duration_ms = 0;        //  watch: stop after this long (0: never)
 static bool s_watch_alarms = false;   //  watch: the alarm list under the table
+static const char *s_cert = NULL;     //  --cert: an operator's certificate (else SCADA_CERT)
 //  status: devices not online listed per I/O server (the rest are counted)
 #define STATUS_DEVICES_LISTED 10
 static scadactl_alarm_opts_t s_al; //  alarm commands' options
@@ -90,6 +92,8 @@ static void s_usage(FILE *out)
         "  --direct          get, write: ask the I/O servers' control sockets, not a broker\n"
         "  --count N         watch: stop after N value updates\n"
         "  --duration MS     watch: stop after MS milliseconds\n"
+        "  --cert FILE       the certificate to talk to the site's processes with (default\n"
+        "                    $SCADA_CERT, else the site's scadactl certificate)\n"
         "  --alarms          watch: the active alarm list under the values, most urgent\n"
         "                    first (not on a terminal: a line when its counts change)\n"
         "  --help            this text\n"
@@ -161,7 +165,7 @@ static Scada__IoReply *s_request(site_ioserver_t *io, Scada__IoRequest *req)
     zsock_t *sock = zsock_new(ZMQ_DEALER);
     zsock_set_linger(sock, 0);
     zsock_set_rcvtimeo(sock, s_timeout_ms);
-    if (zsock_connect(sock, "%s", io->control) < 0) {
+    if (ctlsec_client(sock, io->name) != 0 || zsock_connect(sock, "%s", io->control) < 0) {
         zsock_destroy(&sock);
         return NULL;
     }
@@ -373,7 +377,10 @@ static scada_client_t *s_client(const s_target_t *t)
 {
     char name[64];
     snprintf(name, sizeof name, "scadactl-%d", (int)getpid());
-    scada_client_opts_t opts = {.name = name, .heartbeat_ms = t->cfg->client_heartbeat_ms};
+    scada_client_opts_t opts = {.name = name,
+                                .heartbeat_ms = t->cfg->client_heartbeat_ms,
+                                .sec = ctlsec(),
+                                .sec_peer = t->cfg->name};
     scada_client_t *c = scada_client_new(t->endpoint, &opts);
     if (!c)
         fprintf(stderr, "scadactl: cannot use broker endpoint \"%s\": %s\n", t->endpoint,
@@ -812,13 +819,21 @@ static int s_cmd_write(site_t *site, const char *tag, double value)
 
 static int s_cmd_tail(site_t *site, int argc, char **argv)
 {
-    zsock_t *sub = zsock_new(ZMQ_SUB);
-    for (size_t i = 0; i < site->nioservers; i++)
-        zsock_connect(sub, "%s", site->ioservers[i].publish);
-    zsock_set_subscribe(sub, "V");
-    zsock_set_subscribe(sub, "E");
-    zsock_set_rcvtimeo(sub, 500);
+    //  One SUB per I/O server: each has its own server key.
+    zpoller_t *poller = zpoller_new(NULL);
+    zsock_t **subs = (zsock_t **)zmalloc((site->nioservers + 1) * sizeof *subs);
+    for (size_t i = 0; i < site->nioservers; i++) {
+        subs[i] = zsock_new(ZMQ_SUB);
+        if (ctlsec_client(subs[i], site->ioservers[i].name) == 0)
+            zsock_connect(subs[i], "%s", site->ioservers[i].publish);
+        zsock_set_subscribe(subs[i], "V");
+        zsock_set_subscribe(subs[i], "E");
+        zpoller_add(poller, subs[i]);
+    }
     while (!zsys_interrupted) {
+        zsock_t *sub = (zsock_t *)zpoller_wait(poller, 500);
+        if (!sub)
+            continue;
         zmsg_t *msg = zmsg_recv(sub);
         if (!msg)
             continue;
@@ -870,7 +885,10 @@ static int s_cmd_tail(site_t *site, int argc, char **argv)
         zframe_destroy(&body);
         zmsg_destroy(&msg);
     }
-    zsock_destroy(&sub);
+    zpoller_destroy(&poller);
+    for (size_t i = 0; i < site->nioservers; i++)
+        zsock_destroy(&subs[i]);
+    free(subs);
     return 0;
 }
 
@@ -1006,17 +1024,15 @@ static int s_cmd_status(site_t *site)
     }
     redisSetTimeout(c, tv);
     if (site->redis_password) {
-        redisReply *a = (redisReply *)(site->redis_user
-                                           ? redisCommand(c, "AUTH %s %s", site->redis_user,
-                                                          site->redis_password)
-                                           : redisCommand(c, "AUTH %s", site->redis_password));
+        redisReply *a =
+            (redisReply *)(site->redis_user ? redisCommand(c, "AUTH %s %s", site->redis_user,
+                                                           site->redis_password)
+                                            : redisCommand(c, "AUTH %s", site->redis_password));
         bool ok = a && a->type != REDIS_REPLY_ERROR;
         if (!ok)
-            fprintf(stderr, "scadactl status: redis %s:%u refused AUTH%s%s: %s\n",
-                    site->redis_host, (unsigned)site->redis_port,
-                    site->redis_user ? " for user " : "",
-                    site->redis_user ? site->redis_user : "",
-                    a && a->str ? a->str : c->errstr);
+            fprintf(stderr, "scadactl status: redis %s:%u refused AUTH%s%s: %s\n", site->redis_host,
+                    (unsigned)site->redis_port, site->redis_user ? " for user " : "",
+                    site->redis_user ? site->redis_user : "", a && a->str ? a->str : c->errstr);
         if (a)
             freeReplyObject(a);
         if (!ok) {
@@ -1244,7 +1260,8 @@ enum {
     OPT_LIMIT,
     OPT_USER,
     OPT_COMMENT,
-    OPT_ALARMS
+    OPT_ALARMS,
+    OPT_CERT
 };
 
 static const struct option s_options[] = {{"config", required_argument, NULL, 'c'},
@@ -1264,6 +1281,7 @@ static const struct option s_options[] = {{"config", required_argument, NULL, 'c
                                           {"user", required_argument, NULL, OPT_USER},
                                           {"comment", required_argument, NULL, OPT_COMMENT},
                                           {"alarms", no_argument, NULL, OPT_ALARMS},
+                                          {"cert", required_argument, NULL, OPT_CERT},
                                           {NULL, 0, NULL, 0}};
 
 //  A whole number in [lo, hi] for option `name`; -1 (message printed) if not.
@@ -1323,6 +1341,9 @@ static int s_parse_options(int argc, char **argv, const char **config)
             break;
         case OPT_ALARMS:
             s_watch_alarms = true;
+            break;
+        case OPT_CERT:
+            s_cert = optarg;
             break;
         case OPT_AREA:
         case OPT_ALL_AREA:
@@ -1499,6 +1520,13 @@ int main(int argc, char **argv)
         return 2;
     }
     zsys_init();
+    //  Every command that talks to a process does it over CURVE (unless the
+    //  site is plain), with --cert, SCADA_CERT or the site's scadactl key.
+    if (!streq(cmd, "status") && !streq(cmd, "keygen") && !streq(cmd, "revoke") &&
+        ctlsec_init(site, s_cert ? s_cert : getenv("SCADA_CERT")) != 0) {
+        site_destroy(&site);
+        return 2;
+    }
     if (streq(cmd, "status"))
         rc = s_cmd_status(site);
     else if (streq(cmd, "get"))
@@ -1528,6 +1556,7 @@ int main(int argc, char **argv)
         rc = scadactl_alarm_action(site, cmd, &s_al);
     else
         rc = s_cmd_tail(site, nargs, args);
+    ctlsec_destroy();
     site_destroy(&site);
     return rc;
 }

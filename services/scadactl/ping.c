@@ -13,6 +13,8 @@
 
 #include "ping.h"
 
+#include "ctlsec.h"
+
 #include "mclock.h"
 #include "scada.pb-c.h"
 
@@ -101,8 +103,8 @@ static bool s_answer_ok(s_kind_t kind, zframe_t *frame)
 }
 
 //  One ping; true when answered. *ms is the round trip, *why the failure.
-static bool s_ping_one(s_kind_t kind, const char *endpoint, int timeout_ms, int64_t *ms, char *why,
-                       size_t whylen)
+static bool s_ping_one(s_kind_t kind, const char *peer, const char *endpoint, int timeout_ms,
+                       int64_t *ms, char *why, size_t whylen)
 {
     zsock_t *sock = zsock_new(kind == P_DEVSIM ? ZMQ_REQ : ZMQ_DEALER);
     if (!sock) {
@@ -113,6 +115,11 @@ static bool s_ping_one(s_kind_t kind, const char *endpoint, int timeout_ms, int6
     zsock_set_sndtimeo(sock, timeout_ms);
     bool ok = false;
     int64_t start = mclock_mono_ms();
+    if (ctlsec_client(sock, peer) != 0) {
+        snprintf(why, whylen, "no key to reach %s with", peer);
+        zsock_destroy(&sock);
+        return false;
+    }
     if (zsock_connect(sock, "%s", endpoint) < 0) {
         snprintf(why, whylen, "cannot connect to %s: %s", endpoint, zmq_strerror(errno));
         zsock_destroy(&sock);
@@ -202,7 +209,7 @@ int scadactl_ping(const site_t *site, const char *const *names, size_t nnames, i
     for (size_t i = 0; i < nnames; i++) {
         char why[256] = "";
         int64_t ms = 0;
-        bool ok = s_ping_one(kinds[i], eps[i], timeout_ms, &ms, why, sizeof why);
+        bool ok = s_ping_one(kinds[i], names[i], eps[i], timeout_ms, &ms, why, sizeof why);
         if (!ok)
             rc = 1;
         if (json)

@@ -205,11 +205,34 @@ class Redis(Proc):
         return self.client.hgetall(key)
 
 
+def zcert_keys(path):
+    """(public, secret) Z85 keys of a czmq certificate file; secret is None
+    when there is no PATH_secret."""
+    import re as _re
+    pub = _re.search(r'public-key = "([^"]+)"', open(path).read()).group(1)
+    sec = None
+    if os.path.exists(path + "_secret"):
+        sec = _re.search(r'secret-key = "([^"]+)"', open(path + "_secret").read()).group(1)
+    return pub, sec
+
+
+def curve_client(sock, keys, peer):
+    """Make a pyzmq socket a CURVE client of `peer` with the certificate of
+    keys = (key directory, our name), as the site's processes do."""
+    kdir, me = keys
+    pub, sec = zcert_keys(os.path.join(kdir, me + ".key"))
+    sock.curve_publickey = pub.encode()
+    sock.curve_secretkey = sec.encode()
+    sock.curve_serverkey = zcert_keys(os.path.join(kdir, peer + ".key"))[0].encode()
+
+
 class IoServer(Proc):
-    """A running scada-ioserver and a client for its control socket."""
+    """A running scada-ioserver and a client for its control socket
+    (keys: (key directory, certificate name) on a CURVE site)."""
 
     def __init__(self, binary, site, name, log_path, control, publish, extra=(), ready=True,
-                 wrap=()):
+                 wrap=(), keys=None):
+        self.keys = keys
         self.control = control
         self.publish = publish
         self.io_name = name
@@ -238,6 +261,8 @@ class IoServer(Proc):
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         try:
+            if self.keys:
+                curve_client(sock, self.keys, self.io_name)
             sock.connect(self.control)
             sock.send_multipart(frames)
             if not sock.poll(int(timeout * 1000)):
@@ -303,8 +328,9 @@ class Service(Proc):
 class Devsim(Proc):
     """A running scada-devsim and a REQ client for its control socket."""
 
-    def __init__(self, binary, site, control, log_path, only=None, extra=()):
+    def __init__(self, binary, site, control, log_path, only=None, extra=(), keys=None):
         import zmq
+        self.keys = keys
         argv = [binary, "--config", site, "--control", control, *extra]
         if only:
             argv += ["--only", ",".join(only)]
@@ -328,6 +354,8 @@ class Devsim(Proc):
         if self.sock is None:
             self.sock = self.ctx.socket(zmq.REQ)
             self.sock.setsockopt(zmq.LINGER, 0)
+            if self.keys:
+                curve_client(self.sock, self.keys, "devsim")
             self.sock.connect(self.control)
         self.sock.send_string(text)
         if not self.sock.poll(int(timeout * 1000)):
@@ -681,8 +709,9 @@ class RawDevice:
 def write_site(path, site, redis_port, ioservers, channels, ping_time_ms=500, **top):
     """Write a site file (YAML) and return its path as a string."""
     import yaml
+    # Plain links, said explicitly: the tests of CURVE give security= themselves.
     doc = {"site": site, "redis": {"host": "127.0.0.1", "port": redis_port},
-           "ping_time_ms": ping_time_ms}
+           "ping_time_ms": ping_time_ms, "security": {"plain": True}}
     doc.update(top)
     doc["ioservers"] = ioservers
     doc["channels"] = channels
@@ -740,12 +769,14 @@ class Env:
         return write_site(self.tmp / filename, self.site_name, self.redis.port, ioservers,
                           channels, **top)
 
-    def start_ioserver(self, site, cfg, extra=("--log-level", "debug"), ready=True, wrap=()):
-        """wrap: a command prefix, e.g. setpriv to run it as another user."""
+    def start_ioserver(self, site, cfg, extra=("--log-level", "debug"), ready=True, wrap=(),
+                       keys=None):
+        """wrap: a command prefix, e.g. setpriv to run it as another user;
+        keys: (key directory, certificate name) on a CURVE site."""
         log = self.tmp / ("%s.log" % cfg["name"])
         return self.own(IoServer(self.bin("scada-ioserver"), site, cfg["name"], log,
                                  cfg["control"], cfg["publish"], extra=extra, ready=ready,
-                                 wrap=wrap))
+                                 wrap=wrap, keys=keys))
 
     def pubsub_top(self, brokers=("b1",), **broker_kw):
         """Top-level site keys for a resolver and brokers on free ports:
@@ -778,10 +809,10 @@ class Env:
         return self.own(Service(self.bin("scada-alarm"), "alarm", site, None,
                                 self.tmp / "alarm.log", control, extra))
 
-    def start_devsim(self, site, only=None, extra=()):
+    def start_devsim(self, site, only=None, extra=(), keys=None):
         control = "tcp://127.0.0.1:%d" % self.free_ports(1)
         return self.own(Devsim(self.bin("scada-devsim"), site, control,
-                               self.tmp / "devsim.log", only=only, extra=extra))
+                               self.tmp / "devsim.log", only=only, extra=extra, keys=keys))
 
     def start_modbus(self, spec, port=None):
         port = port or self.free_ports(1)

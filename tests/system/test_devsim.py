@@ -70,7 +70,8 @@ def make_site(path, base, ndev, control, gateway=True, start=None):
         "devices": [{"name": "rtu1", "unit": 1, "servers": [{"ioserver": "io1", "priority": 1}],
                      "tags": [{"name": "RTU1.V", "address": "hr:0"}]}]})
     site = {"site": "devsimtest", "devsim": {"control": control},
-            "ioservers": [{"name": "io1"}], "channels": channels}
+            "ioservers": [{"name": "io1"}], "channels": channels,
+            "security": {"plain": True}}
     if start is not None:
         site["devsim"]["start"] = start
     with open(path, "w") as f:
@@ -673,6 +674,7 @@ channels:
       - name: d1
         address: "127.0.0.1:${DEVSIM_T_PORT1:-1}"
         servers: [io1]
+security: {plain: true}
 """
 
 
@@ -796,7 +798,8 @@ def test_two_thousand_devices(devsim_bin, tmp_path, free_ports):
     port = free_ports(1)
     host = lambda i: "127.3.%d.%d" % (i // 250, i % 250 + 1)
     control = "tcp://127.0.0.1:%d" % free_ports(1)
-    site = {"site": "devsimtest", "devsim": {"control": control}, "ioservers": [{"name": "io1"}],
+    site = {"site": "devsimtest", "security": {"plain": True},
+            "devsim": {"control": control}, "ioservers": [{"name": "io1"}],
             "channels": [{"name": "net", "type": "network",
                           "devices": [device("d%d" % i, port, i, host(i)) for i in range(n)]}]}
     path = tmp_path / "site.yaml"

@@ -76,7 +76,8 @@ def serial_channel(name, port, devices, baud, parity="N", stop_bits=1):
 
 
 def write_site(path, control, channels):
-    site = {"site": "rtutest", "devsim": {"control": control}, "ioservers": [{"name": "io1"}],
+    site = {"site": "rtutest", "security": {"plain": True},
+            "devsim": {"control": control}, "ioservers": [{"name": "io1"}],
             "channels": channels}
     path.write_text(json.dumps(site))
     return path

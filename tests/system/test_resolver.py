@@ -629,6 +629,7 @@ channels:
     type: network
     devices:
       - {name: plc1, address: "127.0.0.1:1502", servers: [io1], tags: [{name: T1, address: "hr:0"}]}
+security: {plain: true}
 """
 
 
