@@ -29,7 +29,16 @@ site_file=$(cd "$(dirname "$site_file")" && pwd)/$(basename "$site_file")
 
 # The whole file is checked first, the way every process reads it: a bad
 # site file stops here with the file, line and key, not in a restart loop.
-"$bin/scada-resolver" --config "$site_file" --check >/dev/null || exit 2
+# A CURVE site without certificates gets them (scadactl keygen) first.
+if ! check=$("$bin/scada-resolver" --config "$site_file" --check 2>&1); then
+  case "$check" in
+    *"scadactl --config"*keygen*)
+      echo "run: making the site's CURVE certificates (scadactl keygen)"
+      "$bin/scadactl" --config "$site_file" keygen >/dev/null || exit 2
+      "$bin/scada-resolver" --config "$site_file" --check >/dev/null || exit 2 ;;
+    *) echo "$check" >&2; exit 2 ;;
+  esac
+fi
 # Names we need from the site file (${VAR:-default} expanded as the processes do).
 eval "$(/usr/bin/python3 - "$site_file" <<'PY'
 import os, re, sys, yaml

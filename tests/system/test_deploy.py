@@ -26,8 +26,7 @@ def _moved_demo(tmp_path, free_ports):
     text = open(DEMO).read()
     found = sorted({int(p) for p in re.findall(r"(?<=[:-])(\d{4,5})(?=[}\s\"])", text)
                     if 1024 < int(p) < 65536})
-    base = free_ports(len(found))
-    moved = {old: base + i for i, old in enumerate(found)}
+    moved = {old: free_ports(1) for old in found}
     out = re.sub(r"(?<=[:-])(\d{4,5})(?=[}\s\"])",
                  lambda m: str(moved.get(int(m.group(1)), m.group(1))), text)
     path = tmp_path / "demo.yaml"
@@ -75,6 +74,7 @@ def demo_run(tmp_path, free_ports, bin_dir):
     site, moved = _moved_demo(tmp_path, free_ports)
     name = "rt%d" % (os.getpid() % 100000)
     env = dict(os.environ, SITE_NAME=name, SIM="1", RUN_SECONDS="300",
+               SCADA_KEYS=str(tmp_path / "keys"),
                IOLOG_DIR=str(tmp_path / "iolog"), ALARM_DIR=str(tmp_path),
                PAGE="PLC01.LEVEL PLC03.PRESSURE RTU001.PRESSURE RTU002.PRESSURE "
                     "RTU016.PRESSURE L7.RTU1.LEVEL")
@@ -192,14 +192,23 @@ def test_demo_generated_part_matches_its_generator(tmp_path):
         "demo.yaml is out of date: run /usr/bin/python3 deploy/sites/gen-field.py"
 
 
-def test_demo_site_loads_with_and_without_compose_environment(bin_dir):
+def test_demo_site_loads_with_and_without_compose_environment(bin_dir, tmp_path):
     """The one demo file loads as make run reads it (defaults) and as the
-    containers read it (host names and ports from the environment)."""
+    containers read it (host names and ports from the environment); it is a
+    CURVE site, so it needs its certificates first."""
     tool = os.path.join(bin_dir, "scada-resolver")
-    r = subprocess.run([tool, "--config", DEMO, "--check"], capture_output=True, text=True)
+    keys = dict(os.environ, SCADA_KEYS=str(tmp_path / "keys"))
+    r = subprocess.run([tool, "--config", DEMO, "--check"], capture_output=True, text=True,
+                       env=keys)
+    assert r.returncode == 2 and "no key directory" in r.stderr, r.stderr
+    r = subprocess.run([os.path.join(bin_dir, "scadactl"), "--config", DEMO, "keygen"],
+                       capture_output=True, text=True, env=keys)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([tool, "--config", DEMO, "--check"], capture_output=True, text=True,
+                       env=keys)
     assert r.returncode == 0, r.stderr
     assert "site demo is good" in r.stdout and "1532 tags" in r.stdout, r.stdout
-    env = dict(os.environ, SITE_NAME="east", REDIS_HOST="redis", IO1_HOST="io1",
+    env = dict(keys, SITE_NAME="east", REDIS_HOST="redis", IO1_HOST="io1",
                IO2_HOST="io2", PLANT_HOST="devsim", B1_PORT="5710")
     r = subprocess.run([tool, "--config", DEMO, "--check"], capture_output=True, text=True,
                        env=env)
@@ -209,7 +218,8 @@ def test_demo_site_loads_with_and_without_compose_environment(bin_dir):
 
 def test_check_option_reports_a_bad_name_and_a_bad_file(tmp_path, bin_dir):
     r = subprocess.run([os.path.join(bin_dir, "scada-ioserver"), "--config", DEMO, "--name",
-                        "io9", "--check"], capture_output=True, text=True)
+                        "io9", "--check"], capture_output=True, text=True,
+                       env=dict(os.environ, SCADA_KEYS=str(tmp_path / "none")))
     assert r.returncode == 2 and "io9" in r.stderr, r.stderr
     r = subprocess.run([os.path.join(bin_dir, "scada-broker"), "--config",
                         str(tmp_path / "missing.yaml"), "--check"], capture_output=True, text=True)
