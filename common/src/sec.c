@@ -323,8 +323,18 @@ int sec_client(sec_t *self, zsock_t *sock, const char *peer, const char *what, c
 //  --------------------------------------------------------------------------
 //  keygen, revoke
 
+//  The directory and any parent it lacks (mkdir -p).
 static int s_mkdir(const char *path, mode_t mode, char *err, size_t errlen)
 {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+                break;
+            *p = '/';
+        }
     if (mkdir(path, mode) == 0 || (errno == EEXIST && s_is_dir(path)))
         return 0;
     snprintf(err, errlen, "cannot make the directory %s: %s", path, strerror(errno));

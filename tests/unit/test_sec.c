@@ -24,7 +24,8 @@ static site_t *s_site(bool plain)
     snprintf(path, sizeof path, "%s/site.yaml", s_dir);
     const char *text = plain ? "site: t\nsecurity: {plain: true}\nioservers: [{name: io1}, "
                                "{name: io2}]\nchannels: []\n"
-                             : "site: t\nioservers: [{name: io1}, {name: io2}]\nchannels: []\n";
+                             : "site: t\nsecurity: {keys: site-keys/keys}\n"
+                               "ioservers: [{name: io1}, {name: io2}]\nchannels: []\n";
     site_t *site = site_load_string(text, strlen(text), path, err, sizeof err);
     if (!site)
         fail_msg("%s", err);
@@ -35,7 +36,7 @@ static int s_setup(void **state)
 {
     snprintf(s_dir, sizeof s_dir, "/tmp/test_sec_XXXXXX");
     assert_non_null(mkdtemp(s_dir));
-    snprintf(s_keys, sizeof s_keys, "%s/keys", s_dir);
+    snprintf(s_keys, sizeof s_keys, "%s/site-keys/keys", s_dir); //  parents made too
     site_t *site = s_site(false);
     char err[512];
     const char *users[] = {"olga"};
