@@ -83,7 +83,7 @@ all_healthy() { # env file
   [ "$n" -ge 7 ]
 }
 # scadactl and redis-cli from the host, with a site's ports.
-with_env() { (set -a; . "$1"; set +a; shift; "$@"); }
+with_env() { (set -a; . "$1"; set +a; export SCADA_KEYS="$root/${KEYS_DIR#./}"; shift; "$@"); }
 good_value() { # env, tag: the tag reads good through the site's broker
   with_env "$1" "$ctl" --config "$site" --timeout 3000 get "$2" | grep -q " good "
 }
@@ -110,6 +110,14 @@ for c in "${composes[@]}"; do
 done
 
 # --- Build and bring up -----------------------------------------------------
+# --- CURVE certificates of both sites, made on the host (docs/deployment.md) ----
+for env in $demo $east; do
+  kd=$(set -a; . $env; echo "$root/${KEYS_DIR#./}")
+  rm -rf "$kd"
+  check "scadactl keygen makes the certificates of $(basename $env .env) in ${kd#$root/}" \
+    bash -c "SCADA_KEYS=$kd $ctl --config $site keygen && chown -R 10001 $kd"
+done
+
 echo "compose-test: building the images (log $log/build.log)"
 if dc $demo build >"$log/build.log" 2>&1; then
   ok "the Dockerfile builds on debian:bookworm-slim (build, redis and runtime stages)"
@@ -154,9 +162,11 @@ else
   bad "scadactl get PLC01.LEVEL good"
 fi
 check "scadactl get RTU016.PRESSURE: bad-no-comm (a dead outstation is not shown good)" \
-  bash -c "(set -a; . $demo; set +a; $ctl --config $site get RTU016.PRESSURE) | grep -q bad-no-comm"
+  bash -c "(set -a; . $demo; set +a; export SCADA_KEYS=$root/\${KEYS_DIR#./}; $ctl --config $site get RTU016.PRESSURE) | grep -q bad-no-comm"
+check "CURVE: a certificate of another site is refused by b1 (no value, exit 1)" \
+  bash -c "! (set -a; . $demo; set +a; export SCADA_KEYS=$root/\${KEYS_DIR#./}; $ctl --config $site --timeout 1500 --cert $root/build/keys/east/scadactl.key get PLC01.LEVEL)"
 check "scadactl status from the host shows the site overview" \
-  bash -c "(set -a; . $demo; set +a; $ctl --config $site status) | grep -q 'ioserver io1 *running'"
+  bash -c "(set -a; . $demo; set +a; export SCADA_KEYS=$root/\${KEYS_DIR#./}; $ctl --config $site status) | grep -q 'ioserver io1 *running'"
 
 # --- Kill the primary I/O server's container -----------------------------------
 io1=$(cid $demo io1)
@@ -179,7 +189,7 @@ else
 fi
 check "after kill of io1: the resolver says io1 is dead" \
   bash -c "[ \"\$(redis-cli -p $R hget scada:demo:resolver:ioservers io1)\" != alive ]"
-if until_ok 15 bash -c "(set -a; . $demo; set +a; $ctl --config $site alarms) | grep -q 'io1.COMM.*active'"; then
+if until_ok 15 bash -c "(set -a; . $demo; set +a; export SCADA_KEYS=$root/\${KEYS_DIR#./}; $ctl --config $site alarms) | grep -q 'io1.COMM.*active'"; then
   ok "after kill of io1: the alarm io1.COMM is active"
 else
   bad "io1.COMM raised"
