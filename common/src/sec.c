@@ -18,11 +18,13 @@ typedef struct {
     sec_t *owner;
     zsock_t *events;
     bool server;
-    char what[96];  //  "control socket", "SUB to io1"
-    char peer[64];  //  clients: the peer's name
-    bool failing;   //  the last handshake failed
-    uint64_t count; //  refusals not logged yet
-    int64_t logged; //  mono ms of the last log line
+    char what[96];       //  "control socket", "SUB to io1"
+    char peer[64];       //  clients: the peer's name
+    bool failing;        //  the last handshake failed
+    uint64_t count;      //  refusals not logged yet
+    int64_t logged;      //  mono ms of the last log line
+    int64_t left_logged; //  mono ms of the last "left during the handshake"
+    uint16_t last_event; //  the failure last counted
 } s_watch_t;
 
 struct _sec_t {
@@ -197,15 +199,23 @@ static int s_on_event(zloop_t *loop, zsock_t *sock, void *arg)
     }
     if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
         //  The peer went away mid-handshake: a port probe, a health check
-        //  that only connects, a dropped link. Not a refusal.
-        slog_debug("%s on %s: a peer left during the handshake", w->what, ep);
+        //  that only connects, a dropped link, or a client without CURVE
+        //  that gave up first. Not counted as a refusal; said at most once a
+        //  minute per socket.
+        if (now - w->left_logged >= SEC_LOG_EVERY_MS) {
+            slog_info("%s on %s: a peer left during the handshake (a port probe, or a peer "
+                      "without CURVE)",
+                      w->what, ep);
+            w->left_logged = now;
+        }
         free(ep);
         return 0;
     }
     w->owner->refused++;
     w->count++;
-    bool first = !w->failing;
+    bool first = !w->failing || event != w->last_event; //  a new reason is said at once
     w->failing = true;
+    w->last_event = event;
     if (first || now - w->logged >= SEC_LOG_EVERY_MS) {
         char more[80] = "";
         if (w->count > 1)

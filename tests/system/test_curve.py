@@ -108,8 +108,6 @@ def test_curve_site_works_and_strangers_are_refused(env, tmp_path):
     d.send(req.SerializeToString())
     assert not d.poll(1500), "a plain client got an answer from a CURVE broker"
     d.close()
-    wait_until(lambda: "refused a peer" in open(s.broker.log_path).read(), 5,
-               what="the broker's log line about the refused peer")
     # A plain subscriber to the I/O server's values: nothing arrives.
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.LINGER, 0)
@@ -128,6 +126,11 @@ def test_curve_site_works_and_strangers_are_refused(env, tmp_path):
     r = s.ctl("--timeout", "1500", "get", "D1.T",
               cert=str(elsewhere / "keys" / "scadactl.key"))
     assert r.returncode == 1 and " good " not in r.stdout, r.stdout + r.stderr
+    # The broker says why, and so does the refused client.
+    wait_until(lambda: re.search(r"client socket on \S+ refused a peer.*its key is not allowed",
+                                 open(s.broker.log_path).read()), 5,
+               what="the broker's log line about the refused key")
+    assert "the broker refused the CURVE handshake" in r.stderr, r.stderr
 
     # Revoked: olga is refused from her next connection on; others are not.
     r = s.ctl("revoke", "olga")
