@@ -89,12 +89,29 @@ $(BUILD)/tests/%: tests/unit/%.c $(LIB) $(PROTO_H)
 	$(CC) $(CFLAGS) -Iservices/ioserver -Iservices/devsim -Iservices/scadactl -Iservices/broker -MMD -MP -MF $@.d \
 	    -o $@ $< $(LIB) $(LDLIBS) -lcmocka $(LDFLAGS)
 
-# Fuzz targets: clang libFuzzer with ASan/UBSan; they compile the codec sources directly.
+# Fuzz targets (tests/fuzz/README.md): clang libFuzzer with ASan and UBSan (a
+# UBSan report stops the run). The library sources and the generated protobuf
+# code are compiled once for all targets (coverage, no main) into an archive,
+# so a target that defines a module itself (it #includes common/src/x.c or
+# replaces slog) gets its own copy and not the archive's. A target may also
+# #include a service's .c files to reach its static handlers.
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -Icommon/include -I$(GEN) \
-               -fsanitize=fuzzer,address,undefined $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-$(BUILD)/fuzz/%: tests/fuzz/%.c $(COMMON_C) $(PROTO_C)
+               -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+               $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+FUZZ_LIB    := $(BUILD)/fuzz-obj/libscada-fuzz.a
+FUZZ_OBJ    := $(patsubst common/src/%.c,$(BUILD)/fuzz-obj/common/%.o,$(COMMON_C)) \
+               $(patsubst $(GEN)/%.c,$(BUILD)/fuzz-obj/gen/%.o,$(PROTO_C))
+$(BUILD)/fuzz-obj/common/%.o: common/src/%.c $(PROTO_H)
 	@mkdir -p $(dir $@)
-	clang $(FUZZ_CFLAGS) -o $@ $< $(COMMON_C) $(PROTO_C) $(LDLIBS)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+$(BUILD)/fuzz-obj/gen/%.o: $(GEN)/%.c $(PROTO_H)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+$(FUZZ_LIB): $(FUZZ_OBJ)
+	rm -f $@ && ar rcs $@ $^
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB) $(PROTO_H)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer -MMD -MP -MF $@.d -o $@ $< $(FUZZ_LIB) $(LDLIBS)
 
 tools: all
 

@@ -2,7 +2,8 @@
 # Run every libFuzzer binary DIR/fuzz_* for SECS seconds and print one line per
 # target. Each target starts from a copy of tests/fuzz/corpus/<name without
 # fuzz_>/ in a temporary directory, so a run never writes into the repository
-# (a target without a corpus directory starts empty). Inputs that crash or hang
+# (a target without a corpus directory starts empty), with the dictionary
+# tests/fuzz/dict/<name without fuzz_>.dict if there is one. Inputs that crash or hang
 # a target are kept in DIR/artifacts/<target>/. Exit status 1 if any target
 # failed.
 #
@@ -27,8 +28,11 @@ for bin in "$dir"/fuzz_*; do
     cp -R "$here/corpus/$short/." "$work/corpus/"
     seeds=$(find "$work/corpus" -type f | wc -l)
   fi
+  # A target's dictionary, if it has one: tests/fuzz/dict/<name without fuzz_>.dict.
+  dict=()
+  if [ -f "$here/dict/$short.dict" ]; then dict=(-dict="$here/dict/$short.dict"); fi
   # -timeout: an input that takes over 10 s is a hang, and a hang is a failure.
-  "$bin" -max_total_time="$secs" -timeout=10 -print_final_stats=1 \
+  "$bin" -max_total_time="$secs" -timeout=10 -print_final_stats=1 "${dict[@]}" \
       -artifact_prefix="$work/artifacts/" "$work/corpus" >"$work/log" 2>&1
   rc=$?
   ran=$((ran + 1))
