@@ -1128,8 +1128,10 @@ static int s_al_state(s_loader_t *ld, void *obj, void *spec)
     site_limit_t lim = {0};
     if (ld->ev.type == YAML_MAPPING_START_EVENT) {
         s_seen_t seen;
-        if (s_mapping(ld, s_state_keys, L_NKEYS, &lim, NULL, &seen))
+        if (s_mapping(ld, s_state_keys, L_NKEYS, &lim, NULL, &seen)) {
+            free(lim.message); //  read before the key that failed
             return -1;
+        }
     } else if (ld->ev.type != YAML_SCALAR_EVENT)
         return s_fail(ld, s_line(ld), "expected a number or {value, priority, message}, got %s",
                       s_got(ld));
