@@ -839,8 +839,45 @@ static void s_history(alarmsvc_t *self, zframe_t *rid, Scada__AlarmRequest *req)
 
 //  ACK, SHELVE, UNSHELVE, OUT_OF_SERVICE, IN_SERVICE. All named alarms must
 //  exist and accept the request, or nothing is done (the error names them).
+//  What a control request lacks whatever the alarms' state (a kind we serve,
+//  the alarms an action is for, a shelve's duration): the text of its ERROR,
+//  in `buf` or static, or NULL.
+static const char *s_request_check(const Scada__AlarmRequest *req, char *buf, size_t len)
+{
+    switch (req->kind) {
+    case SCADA__ALARM_REQUEST__KIND__LIST:
+    case SCADA__ALARM_REQUEST__KIND__HISTORY:
+        return NULL;
+    case SCADA__ALARM_REQUEST__KIND__ACK:
+    case SCADA__ALARM_REQUEST__KIND__SHELVE:
+    case SCADA__ALARM_REQUEST__KIND__UNSHELVE:
+    case SCADA__ALARM_REQUEST__KIND__OUT_OF_SERVICE:
+    case SCADA__ALARM_REQUEST__KIND__IN_SERVICE:
+        break;
+    default:
+        return "unknown request kind";
+    }
+    if (req->n_alarms == 0 &&
+        (req->kind != SCADA__ALARM_REQUEST__KIND__ACK || !req->area || !*req->area))
+        return "name alarm ids (or an area, for acknowledge)";
+    if (req->kind == SCADA__ALARM_REQUEST__KIND__SHELVE &&
+        (!req->has_duration_ms || req->duration_ms == 0 ||
+         req->duration_ms > (uint64_t)AL_SHELVE_MAX_MS)) {
+        snprintf(buf, len, "shelve needs a duration between 1 ms and %lld ms (30 days)",
+                 (long long)AL_SHELVE_MAX_MS);
+        return buf;
+    }
+    return NULL;
+}
+
 static void s_action(alarmsvc_t *self, zframe_t *rid, Scada__AlarmRequest *req)
 {
+    char msg[160];
+    const char *bad = s_request_check(req, msg, sizeof msg);
+    if (bad) {
+        s_reply_error(self, rid, req->id, bad);
+        return;
+    }
     int64_t now = mclock_wall_ms();
     size_t cap = req->n_alarms ? req->n_alarms : self->nall;
     s_alarm_t **targets = (s_alarm_t **)zmalloc((cap + 1) * sizeof *targets);
@@ -848,21 +885,6 @@ static void s_action(alarmsvc_t *self, zframe_t *rid, Scada__AlarmRequest *req)
     char why[1024] = "";
     size_t wl = 0;
     bool by_area = req->n_alarms == 0;
-    if (by_area && (req->kind != SCADA__ALARM_REQUEST__KIND__ACK || !req->area || !*req->area)) {
-        free(targets);
-        s_reply_error(self, rid, req->id, "name alarm ids (or an area, for acknowledge)");
-        return;
-    }
-    if (req->kind == SCADA__ALARM_REQUEST__KIND__SHELVE &&
-        (!req->has_duration_ms || req->duration_ms == 0 ||
-         req->duration_ms > (uint64_t)AL_SHELVE_MAX_MS)) {
-        free(targets);
-        char msg[160];
-        snprintf(msg, sizeof msg, "shelve needs a duration between 1 ms and %lld ms (30 days)",
-                 (long long)AL_SHELVE_MAX_MS);
-        s_reply_error(self, rid, req->id, msg);
-        return;
-    }
     if (by_area) {
         for (size_t i = 0; i < self->nall; i++) {
             s_alarm_t *a = self->all[i];

@@ -682,6 +682,15 @@ static void s_ios_flush(broker_t *self, s_ios_t *ios, int64_t now)
 
 static void s_on_value(broker_t *self, s_ios_t *ios, Scada__Value *v, int64_t now)
 {
+    //  Clients take a known quality only, and times as differences in an
+    //  int64: a value with another quality, or a time before 1970 or after
+    //  the year 9999, is malformed.
+    const int64_t ts_max = 253402300799999;
+    if ((unsigned)v->quality > SCADA__QUALITY__BAD_DEVICE || v->source_ts_ms < 0 ||
+        v->source_ts_ms > ts_max) {
+        s_malformed(self, "a Value with an unknown quality or an impossible time", ios->name);
+        return;
+    }
     s_tag_t *tag = NULL;
     if (v->has_tag_id && v->tag_id >= 1 && v->tag_id <= self->site->ntags)
         tag = self->tags_by_id[v->tag_id - 1];
@@ -1432,6 +1441,42 @@ static s_waiter_t *s_waiter_new(broker_t *self, s_client_t *c, Scada__ClientRequ
     return w;
 }
 
+//  What a client request lacks whatever the broker's state (the fields its
+//  kind needs, sizes, a kind we serve): the text of its ERROR, in `buf` or
+//  static, or NULL.
+static const char *s_request_check(const Scada__ClientRequest *req, char *buf, size_t len)
+{
+    switch (req->kind) {
+    case SCADA__CLIENT_REQUEST__KIND__HEARTBEAT:
+        return NULL;
+    case SCADA__CLIENT_REQUEST__KIND__SUBSCRIBE:
+        if (!req->has_page)
+            return "SUBSCRIBE needs page";
+        if (req->n_names + req->n_tag_ids > MAX_PAGE_TAGS) {
+            snprintf(buf, len, "a page holds at most %d tags", MAX_PAGE_TAGS);
+            return buf;
+        }
+        break;
+    case SCADA__CLIENT_REQUEST__KIND__UNSUBSCRIBE:
+        return req->has_page ? NULL : "UNSUBSCRIBE needs page";
+    case SCADA__CLIENT_REQUEST__KIND__WRITE:
+        if (req->n_names + req->n_tag_ids != 1 || !req->has_value || !isfinite(req->value))
+            return "WRITE needs one tag (names or tag_ids) and a finite value";
+        break;
+    case SCADA__CLIENT_REQUEST__KIND__EXISTS:
+    case SCADA__CLIENT_REQUEST__KIND__RESOLVE:
+        return req->n_names > MAX_PAGE_TAGS ? "too many names" : NULL;
+    default:
+        return "unknown request kind";
+    }
+    //  SUBSCRIBE, WRITE: id 0 means "no such tag" in answers, and no update
+    //  can carry it.
+    for (size_t i = 0; i < req->n_tag_ids; i++)
+        if (req->tag_ids[i] == 0)
+            return "tag id 0 names no tag";
+    return NULL;
+}
+
 static void s_on_client_request(broker_t *self, s_client_t *c, Scada__ClientRequest *req,
                                 int64_t now)
 {
@@ -1447,32 +1492,22 @@ static void s_on_client_request(broker_t *self, s_client_t *c, Scada__ClientRequ
         s_client_error(c, id, why);
         return;
     }
+    char buf[96];
+    const char *bad = s_request_check(req, buf, sizeof buf);
+    if (bad) {
+        self->malformed++;
+        s_client_error(c, id, bad);
+        return;
+    }
     switch (req->kind) {
     case SCADA__CLIENT_REQUEST__KIND__HEARTBEAT:
         break;
     case SCADA__CLIENT_REQUEST__KIND__SUBSCRIBE: {
-        if (!req->has_page) {
-            self->malformed++;
-            s_client_error(c, id, "SUBSCRIBE needs page");
-            break;
-        }
-        if (req->n_names + req->n_tag_ids > MAX_PAGE_TAGS) {
-            self->malformed++;
-            char why[96];
-            snprintf(why, sizeof why, "a page holds at most %d tags", MAX_PAGE_TAGS);
-            s_client_error(c, id, why);
-            break;
-        }
         s_waiter_new(self, c, req, W_SUBSCRIBE);
         c->waiting++;
         break;
     }
     case SCADA__CLIENT_REQUEST__KIND__UNSUBSCRIBE: {
-        if (!req->has_page) {
-            self->malformed++;
-            s_client_error(c, id, "UNSUBSCRIBE needs page");
-            break;
-        }
         char key[16];
         snprintf(key, sizeof key, "%u", req->page);
         s_page_drop(self, c, key);
@@ -1486,28 +1521,17 @@ static void s_on_client_request(broker_t *self, s_client_t *c, Scada__ClientRequ
         break;
     }
     case SCADA__CLIENT_REQUEST__KIND__WRITE: {
-        if (req->n_names + req->n_tag_ids != 1 || !req->has_value || !isfinite(req->value)) {
-            self->malformed++;
-            s_client_error(c, id, "WRITE needs one tag (names or tag_ids) and a finite value");
-            break;
-        }
         s_waiter_t *w = s_waiter_new(self, c, req, W_WRITE);
         w->value = req->value;
         break;
     }
     case SCADA__CLIENT_REQUEST__KIND__EXISTS:
     case SCADA__CLIENT_REQUEST__KIND__RESOLVE:
-        if (req->n_names > MAX_PAGE_TAGS) {
-            self->malformed++;
-            s_client_error(c, id, "too many names");
-            break;
-        }
         s_waiter_new(self, c, req,
                      req->kind == SCADA__CLIENT_REQUEST__KIND__EXISTS ? W_EXISTS : W_RESOLVE);
         break;
-    default:
-        self->malformed++;
-        s_client_error(c, id, "unknown request kind");
+    default: //  s_request_check() lets no other kind through
+        break;
     }
 }
 

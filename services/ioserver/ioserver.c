@@ -2061,11 +2061,7 @@ static void s_on_subscription(ioserver_t *self, zmsg_t *envelope, Scada__IoReque
     size_t n = req->n_tags;
     Scada__Value *values = (Scada__Value *)zmalloc((n + 1) * sizeof *values);
     Scada__Value **ptrs = (Scada__Value **)zmalloc((n + 1) * sizeof *ptrs);
-    if (!req->client || !*req->client) {
-        reply.status = SCADA__IO_REPLY__STATUS__ERROR;
-        reply.error = (char *)"subscriptions need client (the broker's name)";
-        self->bad_requests++;
-    } else if (b < 0 && req->kind != SCADA__IO_REQUEST__KIND__UNSUBSCRIBE) {
+    if (b < 0 && req->kind != SCADA__IO_REQUEST__KIND__UNSUBSCRIBE) {
         reply.status = SCADA__IO_REPLY__STATUS__ERROR;
         reply.error = (char *)"too many brokers subscribe at this I/O server";
         self->bad_requests++;
@@ -2292,6 +2288,28 @@ static char *s_status_json(ioserver_t *self)
         (unsigned long long)self->probes);
 }
 
+//  What a control request lacks whatever the engine's state (the fields its
+//  kind needs, a kind we serve): the text of its ERROR reply, or NULL.
+static const char *s_request_check(const Scada__IoRequest *req)
+{
+    switch (req->kind) {
+    case SCADA__IO_REQUEST__KIND__WRITE:
+        return req->tag && req->has_value ? NULL : "write needs tag and value";
+    case SCADA__IO_REQUEST__KIND__IOLOG:
+        return req->channel && req->has_enable ? NULL : "iolog needs channel and enable";
+    case SCADA__IO_REQUEST__KIND__SUBSCRIBE:
+    case SCADA__IO_REQUEST__KIND__UNSUBSCRIBE:
+    case SCADA__IO_REQUEST__KIND__KEEP:
+        return req->client && *req->client ? NULL : "subscriptions need client (the broker's name)";
+    case SCADA__IO_REQUEST__KIND__STATUS:
+    case SCADA__IO_REQUEST__KIND__READ:
+    case SCADA__IO_REQUEST__KIND__STATE:
+        return NULL;
+    default:
+        return "unknown request kind";
+    }
+}
+
 static int s_on_control(zloop_t *loop, zsock_t *sock, void *arg)
 {
     ioserver_t *self = (ioserver_t *)arg;
@@ -2324,18 +2342,25 @@ static int s_on_control(zloop_t *loop, zsock_t *sock, void *arg)
         s_reply(self, envelope, 0, "malformed request: not a scada.IoRequest", NULL);
         return 0;
     }
-    if (req->kind == SCADA__IO_REQUEST__KIND__STATUS) {
+    const char *bad = s_request_check(req);
+    if (bad) {
+        //  A write that cannot be made counts as a failed write; an I/O log
+        //  switch is not counted.
+        if (req->kind == SCADA__IO_REQUEST__KIND__WRITE)
+            self->writes_failed++;
+        else if (req->kind != SCADA__IO_REQUEST__KIND__IOLOG)
+            self->bad_requests++;
+        s_reply(self, envelope, req->id, bad, NULL);
+    } else if (req->kind == SCADA__IO_REQUEST__KIND__STATUS) {
         char *json = s_status_json(self);
         s_reply(self, envelope, req->id, NULL, json);
         zstr_free(&json);
     } else if (req->kind == SCADA__IO_REQUEST__KIND__WRITE) {
         s_tag_t *tag = NULL;
-        s_device_t *dev = req->tag ? s_find_tag(self, req->tag, &tag) : NULL;
+        s_device_t *dev = s_find_tag(self, req->tag, &tag);
         const char *why = NULL;
         s_write_t w = {0};
-        if (!req->tag || !req->has_value)
-            why = "write needs tag and value";
-        else if (!dev)
+        if (!dev)
             why = site_tag(self->site, req->tag) ? "tag not served by this I/O server"
                                                  : "no such tag";
         else if (!tag->cfg->writable)
@@ -2373,12 +2398,9 @@ static int s_on_control(zloop_t *loop, zsock_t *sock, void *arg)
         s_on_subscription(self, envelope, req);
     } else if (req->kind == SCADA__IO_REQUEST__KIND__IOLOG) {
         size_t c = 0;
-        while (req->channel && c < self->site->nchannels &&
-               strcmp(self->site->channels[c].name, req->channel) != 0)
+        while (c < self->site->nchannels && strcmp(self->site->channels[c].name, req->channel) != 0)
             c++;
-        if (!req->channel || !req->has_enable)
-            s_reply(self, envelope, req->id, "iolog needs channel and enable", NULL);
-        else if (c == self->site->nchannels || !self->iologs[c])
+        if (c == self->site->nchannels || !self->iologs[c])
             s_reply(self, envelope, req->id, "no such channel served by this I/O server", NULL);
         else {
             if (req->enable)
