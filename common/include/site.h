@@ -62,24 +62,24 @@ typedef struct {
 //  One limit of a tag's alarms (HIHI, HI, LO, LOLO).
 typedef struct {
     bool set;
-    double limit;    //  engineering units
-    int priority;    //  1 is the highest; default the tag's alarm priority
-    char *message;   //  what the operator reads; default "<TAG> high" etc.
+    double limit;  //  engineering units
+    int priority;  //  1 is the highest; default the tag's alarm priority
+    char *message; //  what the operator reads; default "<TAG> high" etc.
 } site_limit_t;
 
 //  The alarms of a tag (read by scada-alarm; every other process ignores them).
 typedef struct {
-    bool any;                   //  the tag has alarms
+    bool any; //  the tag has alarms
     site_limit_t hihi, hi, lo, lolo;
-    bool has_state;             //  digital alarm: active while the value equals `state`
+    bool has_state; //  digital alarm: active while the value equals `state`
     double state;
     int state_priority;
     char *state_message;
-    double deadband;            //  analog limits clear only this far back inside, default 0
-    uint32_t on_delay_ms;       //  the condition must hold this long first, default 0
-    int priority;               //  default priority of its alarms, default 3
-    char *area;                 //  default "default"
-    bool comm;                  //  a COMM alarm while its quality is bad, default true
+    double deadband;      //  analog limits clear only this far back inside, default 0
+    uint32_t on_delay_ms; //  the condition must hold this long first, default 0
+    int priority;         //  default priority of its alarms, default 3
+    char *area;           //  default "default"
+    bool comm;            //  a COMM alarm while its quality is bad, default true
 } site_alarms_t;
 
 typedef struct site_channel_s site_channel_t;
@@ -96,13 +96,17 @@ typedef struct {
     uint32_t scan_ms;             //  scan period, default the device's scan_ms (1000)
     double deadband;              //  publish only changes larger than this (eng units), default 0
     bool always_scan;             //  polled even when nobody subscribed
-    bool writable;                //  default true for co and hr, false (and not settable) for di and ir
-    site_sim_t sim;               //  simulation for scada-devsim
-    site_alarms_t alarms;         //  for scada-alarm
-    site_device_t *device;        //  back pointer
-    uint32_t id;                  //  1-based position in the file (channels, devices, tags in
-                                  //  order): the small numeric id of the broker protocol
-    int line;                     //  line in the site file
+    bool writable;          //  default true for co and hr, false (and not settable) for di and ir
+    site_sim_t sim;         //  simulation for scada-devsim
+    site_alarms_t alarms;   //  for scada-alarm
+    char *area_key;         //  its own `area:` (plant area), or NULL
+    const char *plant_area; //  the plant area it belongs to (roles, default alarm
+                            //  area): its area:, else its device's, else its
+                            //  channel's, else "default"
+    site_device_t *device;  //  back pointer
+    uint32_t id;            //  1-based position in the file (channels, devices, tags in
+                            //  order): the small numeric id of the broker protocol
+    int line;               //  line in the site file
 } site_tag_t;
 
 typedef struct {
@@ -111,16 +115,17 @@ typedef struct {
 } site_offer_t;
 
 struct site_device_s {
-    char *name;              //  unique in the site
-    char *host;              //  network: from address "host:port"; other types NULL
-    uint16_t port;           //  network: from address
-    uint8_t unit;            //  Modbus unit id (default 1; 255 commonly for TCP devices)
+    char *name;                   //  unique in the site
+    char *host;                   //  network: from address "host:port"; other types NULL
+    uint16_t port;                //  network: from address
+    uint8_t unit;                 //  Modbus unit id (default 1; 255 commonly for TCP devices)
     site_word_order_t word_order; //  default for its tags
-    uint32_t scan_ms;        //  default scan period of its tags (1000)
-    site_offer_t *servers;   //  at least one
+    uint32_t scan_ms;             //  default scan period of its tags (1000)
+    site_offer_t *servers;        //  at least one
     size_t nservers;
     site_tag_t *tags;
     size_t ntags;
+    char *area_key;          //  `area:` for its tags, or NULL (the channel's)
     site_channel_t *channel; //  back pointer
     int line;
 };
@@ -141,6 +146,7 @@ struct site_channel_s {
     uint8_t data_bits;                //  serial: 7 or 8 (default 8)
     uint8_t stop_bits;                //  serial: 1 or 2 (default 1)
     bool iolog;                       //  I/O log on at start
+    char *area_key;                   //  `area:` for its devices' tags, or NULL ("default")
     site_device_t *devices;
     size_t ndevices;
     int line;
@@ -148,29 +154,29 @@ struct site_channel_s {
 
 typedef struct {
     char *name;
-    uint32_t connect_window;       //  attempts in flight at most, >= 1, default 10
-    uint32_t connect_timeout_ms;   //  default 3000
+    uint32_t connect_window;         //  attempts in flight at most, >= 1, default 10
+    uint32_t connect_timeout_ms;     //  default 3000
     uint32_t connect_timeout_min_ms; //  floor of the adaptive connect timeout, default 250
-    uint32_t reconnect_min_ms;     //  default 1000
-    uint32_t reconnect_max_ms;     //  default 60000, >= reconnect_min_ms
-    uint32_t recent_ms;            //  a device lost less than this ago is "recent", default 600000
-    uint32_t integrity_ms;         //  full value refresh period, default 30000
-    char *publish;                 //  ZeroMQ endpoint values and events are published on
-    char *control;                 //  ZeroMQ endpoint of the request socket (writes, status)
-    char *iolog_dir;               //  where channel I/O logs go: DIR/<ioserver>-<channel>.log
-                                   //  (default "iolog", relative to the working directory)
-    uint32_t iolog_max_kb;         //  rotate an I/O log at this size, default 10240
-    uint32_t iolog_keep;           //  rotated files kept, default 5
-    bool always_scan;              //  poll every tag of its devices, subscribed or not
-                                   //  (standalone use without brokers); default false
-    uint32_t unit_probe_ms;        //  a device none of whose tags is polled is still read
-                                   //  (one register) this often to know it is online,
-                                   //  default 5000
+    uint32_t reconnect_min_ms;       //  default 1000
+    uint32_t reconnect_max_ms;       //  default 60000, >= reconnect_min_ms
+    uint32_t recent_ms;     //  a device lost less than this ago is "recent", default 600000
+    uint32_t integrity_ms;  //  full value refresh period, default 30000
+    char *publish;          //  ZeroMQ endpoint values and events are published on
+    char *control;          //  ZeroMQ endpoint of the request socket (writes, status)
+    char *iolog_dir;        //  where channel I/O logs go: DIR/<ioserver>-<channel>.log
+                            //  (default "iolog", relative to the working directory)
+    uint32_t iolog_max_kb;  //  rotate an I/O log at this size, default 10240
+    uint32_t iolog_keep;    //  rotated files kept, default 5
+    bool always_scan;       //  poll every tag of its devices, subscribed or not
+                            //  (standalone use without brokers); default false
+    uint32_t unit_probe_ms; //  a device none of whose tags is polled is still read
+                            //  (one register) this often to know it is online,
+                            //  default 5000
     int line;
 } site_ioserver_t;
 
 typedef struct {
-    char *endpoint;                //  ROUTER the resolver binds, default tcp://127.0.0.1:5500
+    char *endpoint; //  ROUTER the resolver binds, default tcp://127.0.0.1:5500
     int line;
 } site_resolver_t;
 
@@ -181,71 +187,97 @@ typedef enum {
 } site_sync_t;
 
 typedef struct {
-    char *publish;                 //  PUB of alarm events, default tcp://127.0.0.1:5800
-    char *control;                 //  ROUTER for scadactl alarms/ack/shelve, default :5801
-    char *journal;                 //  journal file, default "alarms.journal" (relative paths
-                                   //  against the site file's directory)
-    site_sync_t sync;              //  default batch
-    uint32_t journal_max_kb;       //  rotate past this size, default 65536
-    int comm_priority;             //  priority of communication alarms, default 1
-    char *comm_area;               //  their area, default "comm"
-    uint32_t comm_delay_ms;        //  TAG.COMM only after this long without a good value (10000)
-    bool device_alarms;            //  COMM alarms for devices offline and channel/socket
-                                   //  I/O timeouts, default true
-    char *broker;                  //  broker it subscribes alarm tags through (default the
-                                   //  first listed, or b1)
+    char *publish;           //  PUB of alarm events, default tcp://127.0.0.1:5800
+    char *control;           //  ROUTER for scadactl alarms/ack/shelve, default :5801
+    char *journal;           //  journal file, default "alarms.journal" (relative paths
+                             //  against the site file's directory)
+    site_sync_t sync;        //  default batch
+    uint32_t journal_max_kb; //  rotate past this size, default 65536
+    int comm_priority;       //  priority of communication alarms, default 1
+    char *comm_area;         //  their area, default "comm"
+    uint32_t comm_delay_ms;  //  TAG.COMM only after this long without a good value (10000)
+    bool device_alarms;      //  COMM alarms for devices offline and channel/socket
+                             //  I/O timeouts, default true
+    char *broker;            //  broker it subscribes alarm tags through (default the
+                             //  first listed, or b1)
     int line;
 } site_alarm_t;
 
 typedef struct {
     char *name;
-    char *endpoint;                //  ROUTER clients connect to, default
-                                   //  tcp://127.0.0.1:(5700 + 10 x position)
-    bool resolve_on_startup;       //  resolve every tag at start (page change = subscribe only)
-    bool subscribe_on_startup;     //  subscribe every tag at start (all polled all the time)
-    uint32_t update_interval_ms;   //  updates to one client at most this often, default 100
-    uint32_t client_heartbeat_ms;  //  heartbeat on an idle client link, default 5000
-    uint32_t initial_wait_ms;      //  a subscribe reply waits this long at most for first
-                                   //  values, default 200
-    uint32_t write_timeout_ms;     //  a write the I/O server has not answered fails, default 5000
+    char *endpoint;               //  ROUTER clients connect to, default
+                                  //  tcp://127.0.0.1:(5700 + 10 x position)
+    bool resolve_on_startup;      //  resolve every tag at start (page change = subscribe only)
+    bool subscribe_on_startup;    //  subscribe every tag at start (all polled all the time)
+    uint32_t update_interval_ms;  //  updates to one client at most this often, default 100
+    uint32_t client_heartbeat_ms; //  heartbeat on an idle client link, default 5000
+    uint32_t initial_wait_ms;     //  a subscribe reply waits this long at most for first
+                                  //  values, default 200
+    uint32_t write_timeout_ms;    //  a write the I/O server has not answered fails, default 5000
     int line;
 } site_broker_t;
 
+//  A role of security.roles: the plant areas its users may read, and those
+//  they may also write. "*" is every area; write implies read.
 typedef struct {
-    char *path;                    //  the file it was loaded from
-    char *site;                    //  names every Redis key: scada:<site>:...
-    char *redis_host;              //  default 127.0.0.1
-    uint16_t redis_port;           //  default 6379
-    char *redis_user;              //  redis.user: ACL user for AUTH (default: the default user)
-    char *redis_password_file;     //  redis.password_file: first line is the password
-    char *redis_password_env;      //  redis.password_env: the variable holding it
-    char *redis_password;          //  read at load from one of those; NULL: no AUTH
-    int redis_line;                //  line of the redis: section
-    uint32_t ping_time_ms;         //  default 1000
+    char *name;
+    char **read;
+    size_t nread;
+    char **write;
+    size_t nwrite;
+    int line;
+} site_role_t;
+
+//  security.users: a certificate name (the `name` of its public key file)
+//  and its role.
+typedef struct {
+    char *user;
+    char *role_name;
+    const site_role_t *role;
+    int line;
+} site_user_t;
+
+typedef struct {
+    char *path;                        //  the file it was loaded from
+    char *site;                        //  names every Redis key: scada:<site>:...
+    char *redis_host;                  //  default 127.0.0.1
+    uint16_t redis_port;               //  default 6379
+    char *redis_user;                  //  redis.user: ACL user for AUTH (default: the default user)
+    char *redis_password_file;         //  redis.password_file: first line is the password
+    char *redis_password_env;          //  redis.password_env: the variable holding it
+    char *redis_password;              //  read at load from one of those; NULL: no AUTH
+    int redis_line;                    //  line of the redis: section
+    uint32_t ping_time_ms;             //  default 1000
     uint32_t resolve_retry_backoff_ms; // default 500
-    char *devsim_control;          //  scada-devsim control endpoint, default tcp://127.0.0.1:5590
-    char **devsim_start;           //  devsim: {start: [...]}: control commands scada-devsim
-                                   //  applies to itself at start, in order; others ignore them
-    int *devsim_start_line;        //  line of each in the site file
+    char *devsim_control;   //  scada-devsim control endpoint, default tcp://127.0.0.1:5590
+    char **devsim_start;    //  devsim: {start: [...]}: control commands scada-devsim
+                            //  applies to itself at start, in order; others ignore them
+    int *devsim_start_line; //  line of each in the site file
     size_t ndevsim_start;
     site_ioserver_t *ioservers;
     size_t nioservers;
     site_channel_t *channels;
     size_t nchannels;
-    site_resolver_t resolver;      //  defaults when the file has no resolver section
-    site_alarm_t alarm;            //  defaults when the file has no alarm section
-    char *security_keys;           //  security.keys: certificate directory (default "keys")
-    bool security_plain;           //  security.plain: no CURVE (said at every start)
-    int security_line;             //  line of the security: section (0: none)
-    site_broker_t *brokers;        //  as listed (may be none)
+    site_resolver_t resolver; //  defaults when the file has no resolver section
+    site_alarm_t alarm;       //  defaults when the file has no alarm section
+    char *security_keys;      //  security.keys: certificate directory (default "keys")
+    bool security_plain;      //  security.plain: no CURVE (said at every start)
+    int security_line;        //  line of the security: section (0: none)
+    site_role_t *roles;       //  security.roles; none: every allowed certificate may
+    size_t nroles;            //  read and write everything
+    site_user_t *users;       //  security.users
+    size_t nusers;
+    char *default_role_name;         //  security.default_role: for certificates not in users
+    const site_role_t *default_role; //  (NULL: they may do nothing)
+    site_broker_t *brokers;          //  as listed (may be none)
     size_t nbrokers;
-    site_broker_t default_broker;  //  for a broker name the file does not list: "b1" on
-                                   //  tcp://127.0.0.1:5700 with the defaults above
-    size_t ndevices;               //  over all channels
-    size_t ntags;                  //  over all devices
-    site_tag_t **tags_by_id;       //  [id - 1] for id 1..ntags
-    struct site_index_s *index;    //  private to site.c: name indexes behind the lookups; a
-                                   //  site_t built by hand leaves it NULL and the lookups scan
+    site_broker_t default_broker; //  for a broker name the file does not list: "b1" on
+                                  //  tcp://127.0.0.1:5700 with the defaults above
+    size_t ndevices;              //  over all channels
+    size_t ntags;                 //  over all devices
+    site_tag_t **tags_by_id;      //  [id - 1] for id 1..ntags
+    struct site_index_s *index;   //  private to site.c: name indexes behind the lookups; a
+                                  //  site_t built by hand leaves it NULL and the lookups scan
 } site_t;
 
 //  Load and validate a site file. Returns NULL on any error and writes one
@@ -282,6 +314,17 @@ char *site_path(const site_t *self, const char *path);
 const char *site_chtype_name(site_chtype_t type);
 const char *site_type_name(site_type_t type);
 const char *site_area_name(site_area_t area);
+
+//  Roles (security.roles). The role of a certificate name: its entry in
+//  security.users, else security.default_role; NULL when it has none (and
+//  so no rights). Without roles in the site this is NULL too: ask
+//  site_may() first.
+const site_role_t *site_role_of(const site_t *site, const char *user);
+
+//  May `user` (a certificate name; NULL: unidentified) read, or write, the
+//  tags of plant area `area`? Always true on a site without roles; an
+//  unidentified client of a site with roles may do nothing.
+bool site_may(const site_t *site, const char *user, const char *area, bool write);
 
 //  Registers (or bits) a tag of this type occupies: 1 for bool/16-bit, 2 for 32-bit.
 int site_type_width(site_type_t type);

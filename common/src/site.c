@@ -938,6 +938,7 @@ enum {
     T_WRITABLE,
     T_SIM,
     T_ALARMS,
+    T_AREA,
     T_NKEYS
 };
 
@@ -1216,9 +1217,7 @@ static int s_tag_alarms(s_loader_t *ld, void *obj, void *spec)
         return s_fail_key(ld, &seen, K, A_STATE,
                           "a tag has either limit alarms (hihi, hi, lo, lolo) or a state "
                           "alarm, not both");
-    if (!al->area && !(al->area = strdup("default")))
-        return s_oom(ld);
-    al->any = true;
+    al->any = true; //  area: the tag's plant area unless given (s_finish)
     return 0;
 }
 
@@ -1248,6 +1247,7 @@ static const s_key_t s_tag_keys[] = {
     [T_WRITABLE] = {.name = "writable", .kind = S_BOOL, .offset = offsetof(site_tag_t, writable)},
     [T_SIM] = {.name = "sim", .kind = S_CUSTOM, .custom = s_tag_sim},
     [T_ALARMS] = {.name = "alarms", .kind = S_CUSTOM, .custom = s_tag_alarms},
+    [T_AREA] = {.name = "area", .kind = S_NAME, .offset = offsetof(site_tag_t, area_key)},
 };
 
 //  Checks and defaults that need several keys of the tag.
@@ -1360,7 +1360,7 @@ static int s_device_tags(s_loader_t *ld, void *obj, void *spec)
 //  ---------------------------------------------------------------------------
 //  Devices
 
-enum { D_NAME, D_ADDRESS, D_UNIT, D_WORD_ORDER, D_SCAN_MS, D_SERVERS, D_TAGS, D_NKEYS };
+enum { D_NAME, D_ADDRESS, D_UNIT, D_WORD_ORDER, D_SCAN_MS, D_SERVERS, D_TAGS, D_AREA, D_NKEYS };
 enum { O_IOSERVER, O_PRIORITY, O_NKEYS };
 
 static const s_key_t s_offer_keys[] = {
@@ -1458,6 +1458,7 @@ static const s_key_t s_device_keys[] = {
                    .required = true,
                    .custom = s_device_servers},
     [D_TAGS] = {.name = "tags", .kind = S_CUSTOM, .custom = s_device_tags},
+    [D_AREA] = {.name = "area", .kind = S_NAME, .offset = offsetof(site_device_t, area_key)},
 };
 
 static int s_device_item(s_loader_t *ld, void *obj, size_t i)
@@ -1513,6 +1514,7 @@ enum {
     C_STOP_BITS,
     C_IOLOG,
     C_DEVICES,
+    C_AREA,
     C_NKEYS
 };
 
@@ -1590,6 +1592,7 @@ static const s_key_t s_channel_keys[] = {
                      .max = 2},
     [C_IOLOG] = {.name = "iolog", .kind = S_BOOL, .offset = offsetof(site_channel_t, iolog)},
     [C_DEVICES] = {.name = "devices", .kind = S_CUSTOM, .custom = s_channel_devices},
+    [C_AREA] = {.name = "area", .kind = S_NAME, .offset = offsetof(site_channel_t, area_key)},
 };
 
 //  Device addresses, now that the channel type is known.
@@ -1920,8 +1923,7 @@ static const s_key_t s_redis_keys[] = {
 static int s_redis_password(s_loader_t *ld, site_t *site)
 {
     if (site->redis_password_file && site->redis_password_env)
-        return s_fail(ld, site->redis_line,
-                      "redis: give password_file or password_env, not both");
+        return s_fail(ld, site->redis_line, "redis: give password_file or password_env, not both");
     if (site->redis_password_env) {
         const char *v = getenv(site->redis_password_env);
         if (v && *v && !(site->redis_password = strdup(v)))
@@ -1989,16 +1991,232 @@ static const s_key_t s_devsim_keys[] = {
     {.name = "start", .kind = S_CUSTOM, .custom = s_devsim_start},
 };
 
-static const s_key_t s_security_keys[] = {
-    {.name = "keys", .kind = S_STR, .offset = offsetof(site_t, security_keys)},
-    {.name = "plain", .kind = S_BOOL, .offset = offsetof(site_t, security_plain)},
+//  security.roles: {NAME: {read: [AREA...], write: [AREA...]}, ...}
+static int s_role_areas(s_loader_t *ld, char ***areas, size_t *n)
+{
+    if (s_is_null(ld))
+        return 0;
+    if (ld->ev.type == YAML_SCALAR_EVENT) { //  read: "*" for [*]
+        char **one = (char **)calloc(1, sizeof *one);
+        if (!one)
+            return s_oom(ld);
+        *areas = one;
+        *n = 1;
+        return s_string(ld, true, &one[0]);
+    }
+    if (ld->ev.type != YAML_SEQUENCE_START_EVENT)
+        return s_fail(ld, s_line(ld), "expected a list of areas (or \"*\"), got %s", s_got(ld));
+    for (size_t i = 0;; i++) {
+        s_push_index(ld, i);
+        if (s_next(ld))
+            return -1;
+        if (ld->ev.type == YAML_SEQUENCE_END_EVENT) {
+            s_pop(ld);
+            return 0;
+        }
+        char **more = s_room(*areas, *n, sizeof **areas);
+        if (!more)
+            return s_oom(ld);
+        *areas = more;
+        (*areas)[*n] = NULL;
+        if (s_string(ld, true, &(*areas)[(*n)++]))
+            return -1;
+        s_pop(ld);
+    }
+}
+
+static int s_role_read(s_loader_t *ld, void *obj, void *spec)
+{
+    site_role_t *role = obj;
+    return s_role_areas(ld, &role->read, &role->nread);
+}
+
+static int s_role_write(s_loader_t *ld, void *obj, void *spec)
+{
+    site_role_t *role = obj;
+    return s_role_areas(ld, &role->write, &role->nwrite);
+}
+
+static const s_key_t s_role_keys[] = {
+    {.name = "read", .kind = S_CUSTOM, .custom = s_role_read},
+    {.name = "write", .kind = S_CUSTOM, .custom = s_role_write},
 };
+
+//  A mapping whose keys are names the file chooses (roles, users): each()
+//  reads the value of key `name`, the current event.
+static int s_named_mapping(s_loader_t *ld, site_t *site,
+                           int (*each)(s_loader_t *ld, site_t *site, char *name, int line))
+{
+    if (s_is_null(ld))
+        return 0;
+    if (ld->ev.type != YAML_MAPPING_START_EVENT)
+        return s_fail(ld, s_line(ld), "expected a mapping (name: ...), got %s", s_got(ld));
+    for (;;) {
+        if (s_next(ld))
+            return -1;
+        if (ld->ev.type == YAML_MAPPING_END_EVENT)
+            return 0;
+        char *name = NULL;
+        int line = s_line(ld);
+        if (s_string(ld, true, &name))
+            return -1;
+        if (s_next(ld)) {
+            free(name);
+            return -1;
+        }
+        if (each(ld, site, name, line)) //  takes name
+            return -1;
+    }
+}
+
+static int s_role_item(s_loader_t *ld, site_t *site, char *name, int line)
+{
+    site_role_t *roles = s_room(site->roles, site->nroles, sizeof *roles);
+    if (!roles) {
+        free(name);
+        return s_oom(ld);
+    }
+    site->roles = roles;
+    site_role_t *role = &roles[site->nroles++];
+    *role = (site_role_t){.name = name, .line = line};
+    s_push_key(ld, role->name);
+    for (size_t i = 0; i + 1 < site->nroles; i++)
+        if (strcmp(site->roles[i].name, name) == 0)
+            return s_fail(ld, line, "duplicate role (first defined at line %d)",
+                          site->roles[i].line);
+    s_seen_t seen;
+    if (s_mapping(ld, s_role_keys, S_COUNT(s_role_keys), role, NULL, &seen))
+        return -1;
+    if (role->nread + role->nwrite == 0)
+        return s_fail(ld, line, "a role gives read or write (or both): a list of areas, or \"*\"");
+    s_pop(ld);
+    return 0;
+}
+
+static int s_security_roles(s_loader_t *ld, void *obj, void *spec)
+{
+    return s_named_mapping(ld, obj, s_role_item);
+}
+
+static int s_user_item(s_loader_t *ld, site_t *site, char *name, int line)
+{
+    site_user_t *users = s_room(site->users, site->nusers, sizeof *users);
+    if (!users) {
+        free(name);
+        return s_oom(ld);
+    }
+    site->users = users;
+    site_user_t *u = &users[site->nusers++];
+    *u = (site_user_t){.user = name, .line = line};
+    s_push_key(ld, u->user);
+    for (size_t i = 0; i + 1 < site->nusers; i++)
+        if (strcmp(site->users[i].user, name) == 0)
+            return s_fail(ld, line, "duplicate user (first given at line %d)", site->users[i].line);
+    if (s_string(ld, true, &u->role_name))
+        return -1;
+    s_pop(ld);
+    return 0;
+}
+
+static int s_security_users(s_loader_t *ld, void *obj, void *spec)
+{
+    return s_named_mapping(ld, obj, s_user_item);
+}
+
+enum { SEC_KEYS, SEC_PLAIN, SEC_ROLES, SEC_USERS, SEC_DEFAULT_ROLE, SEC_NKEYS };
+
+static const s_key_t s_security_keys[] = {
+    [SEC_KEYS] = {.name = "keys", .kind = S_STR, .offset = offsetof(site_t, security_keys)},
+    [SEC_PLAIN] = {.name = "plain", .kind = S_BOOL, .offset = offsetof(site_t, security_plain)},
+    [SEC_ROLES] = {.name = "roles", .kind = S_CUSTOM, .custom = s_security_roles},
+    [SEC_USERS] = {.name = "users", .kind = S_CUSTOM, .custom = s_security_users},
+    [SEC_DEFAULT_ROLE] = {.name = "default_role",
+                          .kind = S_NAME,
+                          .offset = offsetof(site_t, default_role_name)},
+};
+
+//  Is `area` the plant area of some tag? (roles must not name others: a typo
+//  would silently give no right)
+static bool s_area_used(const site_t *site, const char *area)
+{
+    for (size_t i = 0; i < site->ntags; i++)
+        if (strcmp(site->tags_by_id[i]->plant_area, area) == 0)
+            return true;
+    return false;
+}
+
+static const site_role_t *s_role_named(const site_t *site, const char *name)
+{
+    for (size_t i = 0; i < site->nroles; i++)
+        if (strcmp(site->roles[i].name, name) == 0)
+            return &site->roles[i];
+    return NULL;
+}
+
+//  Roles, users and default_role checked against each other and the areas.
+static int s_security_finish(s_loader_t *ld, site_t *site)
+{
+    bool any = site->nroles || site->nusers || site->default_role_name;
+    if (!any)
+        return 0;
+    s_push_key(ld, "security");
+    if (site->security_plain)
+        return s_fail(ld, site->security_line,
+                      "roles need CURVE certificates to tell users apart: a plain site "
+                      "(plain: true) cannot have roles, users or default_role");
+    if (!site->nroles)
+        return s_fail(ld, site->security_line,
+                      "users and default_role name roles, but there is no roles: section");
+    char list[200] = "";
+    size_t len = 0;
+    for (size_t i = 0; i < site->nroles && len < sizeof list; i++) {
+        int k = snprintf(list + len, sizeof list - len, "%s%s", i ? ", " : "", site->roles[i].name);
+        if (k < 0)
+            break;
+        len += (size_t)k;
+    }
+    for (size_t i = 0; i < site->nusers; i++) {
+        site_user_t *u = &site->users[i];
+        if (!(u->role = s_role_named(site, u->role_name))) {
+            s_push_key(ld, "users");
+            s_push_key(ld, u->user);
+            return s_fail(ld, u->line, "unknown role \"%s\" (roles: %s)", u->role_name, list);
+        }
+    }
+    if (site->default_role_name &&
+        !(site->default_role = s_role_named(site, site->default_role_name))) {
+        s_push_key(ld, "default_role");
+        return s_fail(ld, site->security_line, "unknown role \"%s\" (roles: %s)",
+                      site->default_role_name, list);
+    }
+    for (size_t r = 0; r < site->nroles; r++) {
+        const site_role_t *role = &site->roles[r];
+        for (int w = 0; w < 2; w++) {
+            char **areas = w ? role->write : role->read;
+            size_t n = w ? role->nwrite : role->nread;
+            for (size_t i = 0; i < n; i++) {
+                if (strcmp(areas[i], "*") == 0 || s_area_used(site, areas[i]))
+                    continue;
+                s_push_key(ld, "roles");
+                s_push_key(ld, role->name);
+                s_push_key(ld, w ? "write" : "read");
+                s_push_index(ld, i);
+                return s_fail(ld, role->line,
+                              "no tag is in area \"%s\" (give tags, devices or channels "
+                              "area: %s, or use \"*\" for every area)",
+                              areas[i], areas[i]);
+            }
+        }
+    }
+    s_pop(ld);
+    return 0;
+}
 
 static int s_top_security(s_loader_t *ld, void *obj, void *spec)
 {
     ((site_t *)obj)->security_line = s_line(ld);
     s_seen_t seen;
-    return s_mapping(ld, s_security_keys, S_COUNT(s_security_keys), obj, NULL, &seen);
+    return s_mapping(ld, s_security_keys, SEC_NKEYS, obj, NULL, &seen);
 }
 
 static int s_top_redis(s_loader_t *ld, void *obj, void *spec)
@@ -2264,6 +2482,13 @@ static int s_finish(s_loader_t *ld)
                 site_tag_t *tag = &dev->tags[t];
                 tag->device = dev;
                 s_index_find(&index->tags, tag->name)->ptr = tag;
+                tag->plant_area = tag->area_key   ? tag->area_key
+                                  : dev->area_key ? dev->area_key
+                                  : ch->area_key  ? ch->area_key
+                                                  : "default";
+                if (tag->alarms.any && !tag->alarms.area &&
+                    !(tag->alarms.area = strdup(tag->plant_area)))
+                    return s_oom(ld);
             }
             site->ntags += dev->ntags;
         }
@@ -2281,7 +2506,7 @@ static int s_finish(s_loader_t *ld)
                 site->tags_by_id[id - 1] = &dev->tags[t];
             }
         }
-    return 0;
+    return s_security_finish(ld, site);
 }
 
 static int s_stream(s_loader_t *ld)
@@ -2448,6 +2673,7 @@ void site_destroy(site_t **self_p)
             for (size_t t = 0; t < dev->ntags; t++) {
                 site_alarms_t *al = &dev->tags[t].alarms;
                 free(dev->tags[t].name);
+                free(dev->tags[t].area_key);
                 free(al->area);
                 free(al->hihi.message);
                 free(al->hi.message);
@@ -2461,13 +2687,32 @@ void site_destroy(site_t **self_p)
             free(dev->servers);
             free(dev->name);
             free(dev->host);
+            free(dev->area_key);
         }
         free(ch->devices);
         free(ch->name);
         free(ch->host);
         free(ch->serial_port);
+        free(ch->area_key);
     }
     free(self->channels);
+    for (size_t r = 0; r < self->nroles; r++) {
+        site_role_t *role = &self->roles[r];
+        for (size_t i = 0; i < role->nread; i++)
+            free(role->read[i]);
+        for (size_t i = 0; i < role->nwrite; i++)
+            free(role->write[i]);
+        free(role->read);
+        free(role->write);
+        free(role->name);
+    }
+    free(self->roles);
+    for (size_t i = 0; i < self->nusers; i++) {
+        free(self->users[i].user);
+        free(self->users[i].role_name);
+    }
+    free(self->users);
+    free(self->default_role_name);
     if (self->index) {
         s_index_free(&self->index->ioservers);
         s_index_free(&self->index->channels);
@@ -2584,6 +2829,34 @@ const char *site_chtype_name(site_chtype_t type)
 const char *site_type_name(site_type_t type)
 {
     return (unsigned)type < S_COUNT(s_type_names) ? s_type_names[type] : "?";
+}
+
+const site_role_t *site_role_of(const site_t *site, const char *user)
+{
+    if (user)
+        for (size_t i = 0; i < site->nusers; i++)
+            if (strcmp(site->users[i].user, user) == 0)
+                return site->users[i].role;
+    return site->default_role;
+}
+
+static bool s_role_lists(char **areas, size_t n, const char *area)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(areas[i], "*") == 0 || strcmp(areas[i], area) == 0)
+            return true;
+    return false;
+}
+
+bool site_may(const site_t *site, const char *user, const char *area, bool write)
+{
+    if (!site->nroles)
+        return true;
+    const site_role_t *role = site_role_of(site, user);
+    if (!role)
+        return false;
+    return s_role_lists(role->write, role->nwrite, area) ||
+           (!write && s_role_lists(role->read, role->nread, area));
 }
 
 const char *site_area_name(site_area_t area)

@@ -1007,7 +1007,7 @@ static void test_error_unknown_keys(void **state)
         {CHAN("network") "    colour: red\n", 8, "channels[0].colour",
          "unknown key (allowed here: name, type, standard_reply_delay_ms, baud, "
          "max_read_timeouts, max_write_timeouts, max_gap, address, serial_port, parity, "
-         "data_bits, stop_bits, iolog, devices)"},
+         "data_bits, stop_bits, iolog, devices, area)"},
         {DEV "        adress: 127.0.0.1:502\n", 10, "channels[0].devices[0].adress",
          "unknown key (did you mean \"address\"?)"},
         {HEAD NET TAG("{name: T1, address: \"hr:0\", tpye: int16}"), 13,
@@ -1405,6 +1405,125 @@ static void test_env_errors(void **state)
 
 //  redis: the password from a file (relative to the site file) or a
 //  variable, never from the site file itself; user for an ACL user.
+//  Plant areas (tag, device, channel, inherited in that order) and roles.
+static void test_roles(void **state)
+{
+    (void)state;
+    const char *text = "site: t\n"
+                       "ioservers: [{name: io1}]\n"
+                       "channels:\n"
+                       "  - name: ch1\n"
+                       "    type: network\n"
+                       "    area: water\n"
+                       "    devices:\n"
+                       "      - name: d1\n"
+                       "        address: 127.0.0.1:502\n"
+                       "        servers: [io1]\n"
+                       "        tags:\n"
+                       "          - {name: A, address: \"hr:0\"}\n"
+                       "          - {name: B, address: \"hr:1\", area: pumps,\n"
+                       "             alarms: {hi: 5}}\n"
+                       "          - {name: C, address: \"hr:2\", alarms: {hi: 5, area: x}}\n"
+                       "      - name: d2\n"
+                       "        address: 127.0.0.1:503\n"
+                       "        area: tanks\n"
+                       "        servers: [io1]\n"
+                       "        tags: [{name: D, address: \"hr:0\"}]\n"
+                       "  - name: ch2\n"
+                       "    type: network\n"
+                       "    devices:\n"
+                       "      - {name: d3, address: 127.0.0.1:504, servers: [io1],\n"
+                       "         tags: [{name: E, address: \"hr:0\", alarms: {hi: 1}}]}\n"
+                       "security:\n"
+                       "  roles:\n"
+                       "    viewer: {read: \"*\"}\n"
+                       "    operator: {read: \"*\", write: [pumps, tanks]}\n"
+                       "    engineer: {write: [\"*\"]}\n"
+                       "    waterman: {read: [water]}\n"
+                       "  users: {alice: operator, bob: viewer, eve: waterman, root: engineer}\n"
+                       "  default_role: viewer\n";
+    site_t *site = s_load(text);
+    assert_string_equal(site_tag(site, "A")->plant_area, "water");
+    assert_string_equal(site_tag(site, "B")->plant_area, "pumps");
+    assert_string_equal(site_tag(site, "B")->alarms.area, "pumps"); //  alarms follow the tag
+    assert_string_equal(site_tag(site, "C")->alarms.area, "x");     //  unless they say
+    assert_string_equal(site_tag(site, "D")->plant_area, "tanks");
+    assert_string_equal(site_tag(site, "E")->plant_area, "default");
+    assert_string_equal(site_tag(site, "E")->alarms.area, "default");
+    assert_int_equal(site->nroles, 4);
+    assert_int_equal(site->nusers, 4);
+    assert_string_equal(site_role_of(site, "alice")->name, "operator");
+    assert_string_equal(site_role_of(site, "nobody")->name, "viewer"); //  default_role
+    assert_string_equal(site_role_of(site, NULL)->name, "viewer");
+    //  read
+    assert_true(site_may(site, "bob", "pumps", false));
+    assert_true(site_may(site, "eve", "water", false));
+    assert_false(site_may(site, "eve", "pumps", false));
+    assert_true(site_may(site, "root", "water", false)); //  write implies read
+    //  write
+    assert_true(site_may(site, "alice", "pumps", true));
+    assert_true(site_may(site, "alice", "tanks", true));
+    assert_false(site_may(site, "alice", "water", true));
+    assert_false(site_may(site, "bob", "pumps", true));
+    assert_false(site_may(site, "eve", "water", true));
+    assert_true(site_may(site, "root", "default", true));
+    assert_false(site_may(site, "stranger", "pumps", true));
+    site_destroy(&site);
+
+    //  No default_role: a certificate not listed may do nothing.
+    site = s_load("site: t\n"
+                  "ioservers: [{name: io1}]\n"
+                  "channels: [{name: c, type: network, devices: [{name: d, address: \"h:1\",\n"
+                  "  servers: [io1], tags: [{name: T, address: \"hr:0\"}]}]}]\n"
+                  "security: {roles: {op: {write: [default]}}, users: {al: op}}\n");
+    assert_null(site_role_of(site, "x"));
+    assert_false(site_may(site, "x", "default", false));
+    assert_false(site_may(site, NULL, "default", false));
+    assert_true(site_may(site, "al", "default", true));
+    site_destroy(&site);
+
+    //  No roles: everything allowed, to everyone.
+    site = s_load("site: t\n"
+                  "ioservers: [{name: io1}]\n"
+                  "channels: [{name: c, type: network, devices: [{name: d, address: \"h:1\",\n"
+                  "  servers: [io1], tags: [{name: T, address: \"hr:0\"}]}]}]\n");
+    assert_true(site_may(site, NULL, "default", true));
+    assert_true(site_may(site, "anyone", "default", true));
+    site_destroy(&site);
+
+#define R_HEAD                                                                                     \
+    "site: t\n"                                                                                    \
+    "ioservers: [{name: io1}]\n"                                                                   \
+    "channels: [{name: c, type: network, area: plant, devices: [{name: d, address: \"h:1\",\n"     \
+    "  servers: [io1], tags: [{name: T, address: \"hr:0\"}]}]}]\n"                                 \
+    "security:\n"
+    static const s_case_t cases[] = {
+        {R_HEAD "  plain: true\n  roles: {op: {write: [plant]}}\n", 6, "security",
+         "a plain site (plain: true) cannot have roles"},
+        {R_HEAD "  users: {al: op}\n", 6, "security", "there is no roles: section"},
+        {R_HEAD "  roles: {op: {write: [plant]}}\n  users: {al: opp}\n", 7, "security.users.al",
+         "unknown role \"opp\" (roles: op)"},
+        {R_HEAD "  roles: {op: {write: [plant]}}\n  default_role: nobody\n", 6,
+         "security.default_role", "unknown role \"nobody\""},
+        {R_HEAD "  roles: {op: {write: [plant, plnt]}}\n", 6, "security.roles.op.write[1]",
+         "no tag is in area \"plnt\""},
+        {R_HEAD "  roles: {op: {read: [plant]}, op: {write: [plant]}}\n", 6, "security.roles.op",
+         "duplicate role"},
+        {R_HEAD "  roles: {op: {}}\n", 6, "security.roles.op", "a role gives read or write"},
+        {R_HEAD "  roles: {op: {wrte: [plant]}}\n", 6, "security.roles.op.wrte",
+         "did you mean \"write\""},
+        {R_HEAD "  roles: {op: {write: {a: b}}}\n", 6, "security.roles.op.write",
+         "expected a list of areas"},
+        {R_HEAD "  roles: {op: {write: [plant]}}\n  users: {al: op, al: op}\n", 7,
+         "security.users.al", "duplicate user"},
+        {R_HEAD "  roles: [op]\n", 6, "security.roles", "expected a mapping"},
+        {R_HEAD "  roles: {op: {write: [\"a b\"]}}\n", 6, "security.roles.op.write[0]",
+         "may not contain blanks"},
+    };
+#undef R_HEAD
+    RUN(cases);
+}
+
 static void test_redis_password(void **state)
 {
     char dir[] = "/tmp/test_site_pw_XXXXXX";
@@ -1553,6 +1672,7 @@ int main(void)
         cmocka_unit_test(test_env_errors),
         cmocka_unit_test(test_redis_password),
         cmocka_unit_test(test_devsim_start),
+        cmocka_unit_test(test_roles),
     };
     return cmocka_run_group_tests_name("site", tests, NULL, NULL);
 }
