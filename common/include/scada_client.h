@@ -50,7 +50,8 @@ typedef enum {
     SCADA_Q_BAD_NO_COMM = 2,   //  source lost: the value is the last one known
     SCADA_Q_BAD_CONFIG = 3,    //  the tag cannot be read as configured
     SCADA_Q_BAD_NOT_FOUND = 4, //  no such tag
-    SCADA_Q_BAD_DEVICE = 5     //  the device answered with something unusable
+    SCADA_Q_BAD_DEVICE = 5,    //  the device answered with something unusable
+    SCADA_Q_BAD_NOT_ALLOWED = 6 //  your certificate's role may not read the tag's area
 } scada_quality_t;
 
 //  One value of one tag, as a callback sees it. Pointers are valid only

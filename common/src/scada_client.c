@@ -38,6 +38,7 @@ _Static_assert(SCADA_Q_BAD_NO_COMM == (int)SCADA__QUALITY__BAD_NO_COMM, "quality
 _Static_assert(SCADA_Q_BAD_CONFIG == (int)SCADA__QUALITY__BAD_CONFIG, "quality numbers");
 _Static_assert(SCADA_Q_BAD_NOT_FOUND == (int)SCADA__QUALITY__BAD_NOT_FOUND, "quality numbers");
 _Static_assert(SCADA_Q_BAD_DEVICE == (int)SCADA__QUALITY__BAD_DEVICE, "quality numbers");
+_Static_assert(SCADA_Q_BAD_NOT_ALLOWED == (int)SCADA__QUALITY__BAD_NOT_ALLOWED, "quality numbers");
 
 #define S_DEFAULT_NAME      "scada-client"
 #define S_DEFAULT_HEARTBEAT 5000
@@ -717,7 +718,7 @@ static const char *s_validate(scada_client_t *self, const Scada__BrokerMsg *msg)
         const Scada__Update *u = msg->updates[i];
         if (u->tag_id == 0)
             return "update for tag id 0";
-        if (u->has_quality && (unsigned)u->quality > (unsigned)SCADA_Q_BAD_DEVICE)
+        if (u->has_quality && (unsigned)u->quality > (unsigned)SCADA_Q_BAD_NOT_ALLOWED)
             return "update with an unknown quality";
         if (u->has_integer && u->has_number)
             return "update with both integer and number";
@@ -1406,6 +1407,8 @@ const char *scada_quality_name(int quality)
         return "bad-not-found";
     case SCADA_Q_BAD_DEVICE:
         return "bad-device";
+    case SCADA_Q_BAD_NOT_ALLOWED:
+        return "bad-not-allowed";
     default:
         return "bad";
     }

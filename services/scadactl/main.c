@@ -98,7 +98,8 @@ static void s_usage(FILE *out)
         "                    first (not on a terminal: a line when its counts change)\n"
         "  --help            this text\n"
         "\n"
-        "quality: good, uncertain, bad-no-comm, bad-config, bad-not-found, bad-device.\n"
+        "quality: good, uncertain, bad-no-comm, bad-config, bad-not-found, bad-device,\n"
+        "         bad-not-allowed (your role may not read the tag's area).\n"
         "exit codes: 0 ok, 1 runtime failure (no answer, refused write), 2 bad usage or site.\n");
 }
 
