@@ -262,6 +262,8 @@ typedef struct {
     site_alarm_t alarm;       //  defaults when the file has no alarm section
     char *security_keys;      //  security.keys: certificate directory (default "keys")
     bool security_plain;      //  security.plain: no CURVE (said at every start)
+    char *security_audit_dir; //  security.audit_dir: audit files, one per process that takes
+                              //  writes (default "audit", against the site file's directory)
     int security_line;        //  line of the security: section (0: none)
     site_role_t *roles;       //  security.roles; none: every allowed certificate may
     size_t nroles;            //  read and write everything

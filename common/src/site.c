@@ -2123,7 +2123,7 @@ static int s_security_users(s_loader_t *ld, void *obj, void *spec)
     return s_named_mapping(ld, obj, s_user_item);
 }
 
-enum { SEC_KEYS, SEC_PLAIN, SEC_ROLES, SEC_USERS, SEC_DEFAULT_ROLE, SEC_NKEYS };
+enum { SEC_KEYS, SEC_PLAIN, SEC_ROLES, SEC_USERS, SEC_DEFAULT_ROLE, SEC_AUDIT_DIR, SEC_NKEYS };
 
 static const s_key_t s_security_keys[] = {
     [SEC_KEYS] = {.name = "keys", .kind = S_STR, .offset = offsetof(site_t, security_keys)},
@@ -2133,6 +2133,9 @@ static const s_key_t s_security_keys[] = {
     [SEC_DEFAULT_ROLE] = {.name = "default_role",
                           .kind = S_NAME,
                           .offset = offsetof(site_t, default_role_name)},
+    [SEC_AUDIT_DIR] = {.name = "audit_dir",
+                       .kind = S_STR,
+                       .offset = offsetof(site_t, security_audit_dir)},
 };
 
 //  Is `area` the plant area of some tag? (roles must not name others: a typo
@@ -2452,7 +2455,8 @@ static int s_finish(s_loader_t *ld)
         return s_oom(ld);
     if (s_redis_password(ld, site) < 0)
         return -1;
-    if (!site->security_keys && !(site->security_keys = strdup("keys")))
+    if ((!site->security_keys && !(site->security_keys = strdup("keys"))) ||
+        (!site->security_audit_dir && !(site->security_audit_dir = strdup("audit"))))
         return s_oom(ld);
     if (!site->devsim_control && !(site->devsim_control = strdup("tcp://127.0.0.1:5590")))
         return s_oom(ld);
@@ -2713,6 +2717,7 @@ void site_destroy(site_t **self_p)
     }
     free(self->users);
     free(self->default_role_name);
+    free(self->security_audit_dir);
     if (self->index) {
         s_index_free(&self->index->ioservers);
         s_index_free(&self->index->channels);
