@@ -23,6 +23,8 @@
 #include "mclock.h"
 #include "rzloop.h"
 #include "scada.pb-c.h"
+#include "audit.h"
+#include "scada_client.h"
 #include "sec.h"
 #include "slog.h"
 
@@ -70,8 +72,9 @@ struct _s_tag_t {
     char *name;
     s_device_t *dev;
     bool writable;
-    uint32_t refs; //  (client, page) holders, plus 1 if subscribed on startup
-    s_sub_t *subs; //  fan-out: one per client
+    const char *area; //  its plant area (site file), for roles
+    uint32_t refs;    //  (client, page) holders, plus 1 if subscribed on startup
+    s_sub_t *subs;    //  fan-out: one per client
     size_t nsubs, capsubs;
     size_t dev_pos;     //  index in dev->tags while refs > 0
     s_ios_t *at;        //  subscribed there (values accepted from it)
@@ -119,6 +122,8 @@ struct _s_client_t {
     char *key; //  routing id in hex
     zframe_t *rid;
     char *name;
+    char *user;   //  certificate name (the `name` of its public key file), NULL: none
+    char *pubkey; //  its public key (Z85), NULL on a plain site
     int64_t last_rx, last_tx;
     zhashx_t *pages; //  "page number" -> s_page_t
     s_tag_t **owed;  //  tags whose s_sub_t is queued (each once; s_sub_t.pending rules)
@@ -153,6 +158,12 @@ typedef struct {
     double value;     //  WRITE
     uint64_t io_id;   //  WRITE: request id at the I/O server
     int64_t write_deadline;
+    int64_t wall_ms;             //  WRITE: when it came, for the audit
+    char *user, *pubkey, *cname; //  WRITE: who asked (the client may be gone at the end)
+    bool refused;                //  WRITE: not allowed (the audit's result)
+    bool has_old;                //  WRITE: the value before, from the I/O server or cache
+    double old_value;
+    int old_quality;
 } s_waiter_t;
 
 typedef struct {
@@ -171,7 +182,8 @@ struct _broker_t {
     zloop_t *loop;
     zsock_t *clients_sock;
     zsock_t *resolver;
-    sec_t *sec; //  CURVE (or plain, said at start)
+    sec_t *sec;     //  CURVE (or plain, said at start)
+    audit_t *audit; //  every write attempt (docs/security.md "Audit")
     rzloop_t *redis;
     char *prefix; //  scada:<site>:broker:<name>
     uint64_t incarnation;
@@ -194,6 +206,7 @@ struct _broker_t {
     //  Counters
     uint64_t malformed, resolves_sent, resolve_retries, names_resolved, not_found;
     uint64_t updates_sent, messages_sent, send_dropped, writes_ok, writes_failed, failovers;
+    uint64_t writes_refused, reads_refused; //  not allowed by the client's role
     uint64_t clients_gone;
     uint64_t updates_missed; //  held back or coalesced away for clients whose queue was full
     uint64_t clients_full;   //  times a client's queue was found full
@@ -238,6 +251,23 @@ static char *s_hex(const uint8_t *data, size_t size)
         snprintf(out + 2 * i, 3, "%02x", data[i]);
     out[size * 2] = 0;
     return out;
+}
+
+//  May client c read (or write) the tag? Roles of the site file; a site
+//  without roles allows every client everything.
+static bool s_may(broker_t *self, const char *user, const s_tag_t *tag, bool write)
+{
+    return site_may(self->site, user, tag->area, write);
+}
+
+//  "user alice (role viewer) may not write area pumps"
+static void s_not_allowed(broker_t *self, const char *user, const s_tag_t *tag, bool write,
+                          char *buf, size_t len)
+{
+    const site_role_t *role = site_role_of(self->site, user);
+    snprintf(buf, len, "%s%s (%s%s) may not %s area %s", user ? "user " : "",
+             user ? user : "an unidentified client", role ? "role " : "no role",
+             role ? role->name : "", write ? "write" : "read", tag->area);
 }
 
 //  --------------------------------------------------------------------------
@@ -771,6 +801,13 @@ static int s_on_ios_reply(zloop_t *loop, zsock_t *sock, void *arg)
             const char *err = rep->status == SCADA__IO_REPLY__STATUS__OK
                                   ? NULL
                                   : (rep->error ? rep->error : "refused");
+            //  The I/O server's reading before the write, for the audit.
+            if (rep->n_values == 1 && rep->values[0]->has_number &&
+                (unsigned)rep->values[0]->quality <= SCADA__QUALITY__BAD_DEVICE) {
+                w->has_old = true;
+                w->old_value = rep->values[0]->number;
+                w->old_quality = rep->values[0]->quality;
+            }
             s_write_done(self, w, err);
             zlistx_delete(self->waiters, zlistx_cursor(self->waiters));
             scada__io_reply__free_unpacked(rep, NULL);
@@ -941,6 +978,8 @@ static s_tag_t *s_tag_learn(broker_t *self, Scada__TagInfo *info)
     tag->name = strdup(info->name);
     tag->dev = s_device_get(self, info->device);
     tag->writable = info->has_writable && info->writable;
+    const site_tag_t *st = site_tag(self->site, info->name);
+    tag->area = st ? st->plant_area : "default";
     tag->quality = SCADA__QUALITY__BAD_NO_COMM;
     zhashx_insert(self->tags_by_name, tag->name, tag);
     self->tags_by_id[tag->id - 1] = tag;
@@ -1045,6 +1084,9 @@ static void s_waiter_destroy(s_waiter_t **w_p)
     free(w->tags);
     free(w->done);
     free(w->client_key);
+    free(w->user);
+    free(w->pubkey);
+    free(w->cname);
     free(w);
     *w_p = NULL;
 }
@@ -1054,16 +1096,62 @@ static s_client_t *s_waiter_client(broker_t *self, s_waiter_t *w)
     return (s_client_t *)zhashx_lookup(self->clients, w->client_key);
 }
 
+//  The audit record of a write's attempt, now that its result is known.
+static void s_write_audit(broker_t *self, s_waiter_t *w, const char *error)
+{
+    const s_tag_t *tag = w->tags ? w->tags[0] : NULL;
+    char idname[24];
+    const char *name = tag ? tag->name : NULL;
+    if (!name && w->nnames)
+        name = w->names[0];
+    if (!name && w->nids) {
+        snprintf(idname, sizeof idname, "#%u", w->ids[0]);
+        name = idname;
+    }
+    audit_rec_t rec = {
+        .ts_ms = w->wall_ms,
+        .via = self->name,
+        .user = w->user,
+        .key = w->pubkey,
+        .client = w->cname,
+        .tag = name,
+        .area = tag ? tag->area : NULL,
+        .new_value = w->value,
+        .result = !error       ? "ok"
+                  : w->refused ? "refused"
+                               : "failed",
+        .error = error,
+    };
+    if (w->has_old) {
+        rec.has_old = true;
+        rec.old_value = w->old_value;
+        rec.old_quality = scada_quality_name(w->old_quality);
+    } else if (tag && tag->known && tag->have) {
+        rec.has_old = true;
+        rec.old_value = tag->value;
+        rec.old_quality = scada_quality_name(tag->quality);
+    }
+    if (self->audit)
+        audit_write(self->audit, &rec);
+}
+
 static void s_write_done(broker_t *self, s_waiter_t *w, const char *error)
 {
-    if (error)
-        self->writes_failed++;
-    else
+    if (!error)
         self->writes_ok++;
+    else if (w->refused)
+        self->writes_refused++;
+    else
+        self->writes_failed++;
+    s_write_audit(self, w, error);
     s_client_t *c = s_waiter_client(self, w);
     const char *tag = w->tags && w->tags[0] ? w->tags[0]->name : "?";
-    slog_info("write %s = %g from %s: %s", tag, w->value, c && c->name ? c->name : "a client",
-              error ? error : "ok");
+    if (w->refused)
+        slog_warn("write %s = %g from %s refused: %s", tag, w->value,
+                  c && c->name ? c->name : "a client", error);
+    else
+        slog_info("write %s = %g from %s: %s", tag, w->value, c && c->name ? c->name : "a client",
+                  error ? error : "ok");
     if (!c)
         return;
     Scada__BrokerMsg msg = SCADA__BROKER_MSG__INIT;
@@ -1089,8 +1177,8 @@ static void s_subscribe_attach(broker_t *self, s_client_t *c, s_waiter_t *w, int
     page->tags = (s_tag_t **)zmalloc((total + 1) * sizeof *page->tags);
     for (size_t i = 0; i < total; i++) {
         s_tag_t *tag = w->tags[i];
-        if (!tag)
-            continue;
+        if (!tag || !s_may(self, c->user, tag, false))
+            continue; //  not found, or not allowed (the reply says which)
         bool dup = false;
         for (size_t k = 0; k < page->ntags && !dup; k++)
             dup = page->tags[k] == tag;
@@ -1149,6 +1237,27 @@ static void s_subscribe_reply(broker_t *self, s_client_t *c, s_waiter_t *w)
                 ptrs[n] = &ups[n];
                 n++;
             }
+            continue;
+        }
+        if (!s_may(self, c->user, tag, false)) {
+            bool dup = false;
+            for (size_t k = 0; k < n && !dup; k++)
+                dup = ptrs[k]->tag_id == tag->id;
+            if (dup)
+                continue;
+            if (n == 0)
+                base = 0;
+            char why[200];
+            s_not_allowed(self, c->user, tag, false, why, sizeof why);
+            self->reads_refused++;
+            scada__update__init(&ups[n]);
+            ups[n].tag_id = tag->id;
+            ups[n].has_quality = true;
+            ups[n].quality = SCADA__QUALITY__BAD_NOT_ALLOWED;
+            ups[n].reason = (char *)s_intern(self, why);
+            ptrs[n] = &ups[n];
+            n++;
+            prev = NULL;
             continue;
         }
         if (!tag->known)
@@ -1231,7 +1340,10 @@ static void s_waiter_resolved(broker_t *self, s_waiter_t *w, int64_t now)
         char why[256] = "";
         if (!tag)
             snprintf(why, sizeof why, "no such tag");
-        else if (!tag->writable)
+        else if (!s_may(self, w->user, tag, true)) {
+            w->refused = true;
+            s_not_allowed(self, w->user, tag, true, why, sizeof why);
+        } else if (!tag->writable)
             snprintf(why, sizeof why, "tag %s is read-only", tag->name);
         else if (!tag->dev->best)
             snprintf(why, sizeof why, "no I/O server has device %s online%s%s", tag->dev->name,
@@ -1346,6 +1458,28 @@ static void s_page_drop(broker_t *self, s_client_t *c, const char *key)
     free(page);
 }
 
+//  Who the client is: the `name` of its certificate's public key file in the
+//  key directory (metadata the handshake attached, which the client cannot
+//  set), and the key itself (ZAP User-Id). Read from every message, so a
+//  routing id taken over by another connection gets that one's identity.
+static void s_client_identity(s_client_t *c, zframe_t *frame)
+{
+    const char *user = zframe_meta(frame, "name");
+    const char *key = zframe_meta(frame, "User-Id");
+    if (key && !*key)
+        key = NULL;
+    if (!user && key)
+        user = "(unnamed key)";
+    if ((user == NULL) != (c->user == NULL) || (user && strcmp(user, c->user) != 0)) {
+        free(c->user);
+        c->user = user ? strdup(user) : NULL;
+    }
+    if ((key == NULL) != (c->pubkey == NULL) || (key && strcmp(key, c->pubkey) != 0)) {
+        free(c->pubkey);
+        c->pubkey = key ? strdup(key) : NULL;
+    }
+}
+
 static s_client_t *s_client_get(broker_t *self, zframe_t *rid, int64_t now)
 {
     char *key = s_hex(zframe_data(rid), zframe_size(rid));
@@ -1375,6 +1509,8 @@ static void s_client_destroy(broker_t *self, s_client_t *c)
     free(c->owed);
     zframe_destroy(&c->rid);
     free(c->name);
+    free(c->user);
+    free(c->pubkey);
     free(c->key);
     free(c);
 }
@@ -1523,6 +1659,10 @@ static void s_on_client_request(broker_t *self, s_client_t *c, Scada__ClientRequ
     case SCADA__CLIENT_REQUEST__KIND__WRITE: {
         s_waiter_t *w = s_waiter_new(self, c, req, W_WRITE);
         w->value = req->value;
+        w->wall_ms = mclock_wall_ms();
+        w->user = c->user ? strdup(c->user) : NULL;
+        w->pubkey = c->pubkey ? strdup(c->pubkey) : NULL;
+        w->cname = c->name ? strdup(c->name) : NULL;
         break;
     }
     case SCADA__CLIENT_REQUEST__KIND__EXISTS:
@@ -1555,6 +1695,7 @@ static int s_on_clients(zloop_t *loop, zsock_t *sock, void *arg)
         c->last_rx = now;
         //  A REQ socket puts an empty delimiter first; take the last frame.
         zframe_t *body = zmsg_last(msg);
+        s_client_identity(c, body);
         Scada__ClientRequest *req =
             zmsg_size(msg) <= 2
                 ? scada__client_request__unpack(NULL, zframe_size(body), zframe_data(body))
@@ -1840,6 +1981,7 @@ static int s_on_ping(zloop_t *loop, int timer_id, void *arg)
     Scada__ResolverMsg hb = SCADA__RESOLVER_MSG__INIT;
     hb.kind = SCADA__RESOLVER_MSG__KIND__HEARTBEAT;
     s_resolver_send(self, &hb);
+    audit_flush(self->audit); //  stream entries that waited for Redis
     if (self->resolver_up && now - self->resolver_seen > 3 * (int64_t)self->site->ping_time_ms) {
         self->resolver_up = false;
         slog_warn("resolver silent for %lld ms: keeping the best offers we know",
@@ -1976,6 +2118,28 @@ broker_t *broker_new(site_t *site, const char *name)
         broker_destroy(&self);
         return NULL;
     }
+    //  No write without its record: no audit file, no broker.
+    char *dir = site_path(site, site->security_audit_dir);
+    char *path = zsys_sprintf("%s/audit-%s.log", dir, name);
+    char *stream = zsys_sprintf("scada:%s:audit", site->site);
+    self->audit = audit_new(path, stream, NULL);
+    if (!self->audit)
+        slog_error("cannot open the audit file %s: %s (security.audit_dir)", path, strerror(errno));
+    else if (site->nroles)
+        slog_info("roles in force (%zu roles, %zu users%s%s); writes audited in %s", site->nroles,
+                  site->nusers, site->default_role ? ", default role " : "",
+                  site->default_role ? site->default_role->name : "", path);
+    else
+        slog_info("no roles in the site file: every allowed certificate may read and write "
+                  "every tag; writes audited in %s",
+                  path);
+    free(dir);
+    zstr_free(&path);
+    zstr_free(&stream);
+    if (!self->audit) {
+        broker_destroy(&self);
+        return NULL;
+    }
     self->clients_sock = zsock_new(ZMQ_ROUTER);
     //  A full client queue is EAGAIN (router_mandatory), not a silent drop.
     zsock_set_router_mandatory(self->clients_sock, 1);
@@ -2046,6 +2210,7 @@ void broker_destroy(broker_t **self_p)
     zsock_destroy(&self->clients_sock);
     zsock_destroy(&self->resolver);
     sec_destroy(&self->sec);
+    audit_destroy(&self->audit);
     zstr_free(&self->prefix);
     free(self->name);
     free(self);
@@ -2070,13 +2235,16 @@ void broker_actor(zsock_t *pipe, void *engine)
     self->redis = rzloop_new(self->loop, self->site->redis_host, self->site->redis_port,
                              s_on_redis_connect, self);
     rzloop_set_auth(self->redis, self->site->redis_user, self->site->redis_password);
+    audit_set_redis(self->audit, self->redis);
     s_hello(self);
     zsock_signal(pipe, 0);
     zloop_start(self->loop);
     if (rzloop_connected(self->redis)) {
+        audit_flush(self->audit);
         s_redis_state(self, "stopped");
         rzloop_flush(self->redis, 1000);
     }
+    audit_set_redis(self->audit, NULL);
     rzloop_destroy(&self->redis);
     //  Readers of the I/O server sockets go with the loop.
     zloop_destroy(&self->loop);

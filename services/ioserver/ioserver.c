@@ -26,6 +26,8 @@
 #include "rzloop.h"
 #include "scada.pb-c.h"
 #include "serial_actor.h"
+#include "audit.h"
+#include "scada_client.h"
 #include "sec.h"
 #include "slog.h"
 #include "tagval.h"
@@ -108,6 +110,13 @@ typedef struct {
     s_tag_t *tag;
     uint16_t regs[2];
     int bit;
+    double value; //  engineering value asked for
+    bool has_old; //  the reading before the write (in the reply, and the audit)
+    double old_value;
+    int old_quality;
+    bool direct; //  not from a broker: audited here
+    int64_t wall_ms;
+    char *user, *pubkey, *client;
 } s_write_t;
 
 typedef struct {
@@ -223,7 +232,10 @@ struct _ioserver_t {
     size_t tags_active;
     uint64_t subscribes, unsubscribes, resyncs, probes;
     zsock_t *resolver;
-    sec_t *sec; //  CURVE (or plain, said at start)
+    sec_t *sec;      //  CURVE (or plain, said at start)
+    audit_t *audit;  //  writes not from a broker (docs/security.md "Audit")
+    char *peer_user; //  certificate name of the last control request's sender, or NULL
+    char *peer_key;  //  its public key (Z85), or NULL
     uint64_t incarnation;
     bool units_dirty;
     zlist_t *sub_replies; //  s_subreply_t: SUBSCRIBE answers waiting for first readings
@@ -771,12 +783,51 @@ static void s_lookup_destroy(s_link_t *link)
     free(lk);
 }
 
+//  The audit record of a write that did not come through a broker (a broker
+//  keeps its own): `tag` as asked, `area` NULL when there is no such tag.
+static void s_audit_direct(ioserver_t *self, const s_write_t *w, const char *tag, const char *area,
+                           bool refused, const char *error)
+{
+    audit_rec_t rec = {
+        .ts_ms = w->wall_ms,
+        .via = self->cfg->name,
+        .user = w->user,
+        .key = w->pubkey,
+        .client = w->client,
+        .tag = tag,
+        .area = area,
+        .has_old = w->has_old,
+        .old_value = w->old_value,
+        .old_quality = w->has_old ? scada_quality_name(w->old_quality) : NULL,
+        .new_value = w->value,
+        .result = !error    ? "ok"
+                  : refused ? "refused"
+                            : "failed",
+        .error = error,
+    };
+    if (self->audit)
+        audit_write(self->audit, &rec);
+}
+
 static void s_reply_write(ioserver_t *self, s_write_t *w, const char *error)
 {
     Scada__IoReply reply = SCADA__IO_REPLY__INIT;
     reply.id = w->id;
     reply.status = error ? SCADA__IO_REPLY__STATUS__ERROR : SCADA__IO_REPLY__STATUS__OK;
     reply.error = (char *)error;
+    //  The reading before the write, for the broker's audit.
+    Scada__Value old = SCADA__VALUE__INIT;
+    Scada__Value *olds[1] = {&old};
+    if (w->has_old) {
+        old.tag = w->tag->cfg->name;
+        old.has_number = true;
+        old.number = w->old_value;
+        old.quality = (Scada__Quality)w->old_quality;
+        reply.n_values = 1;
+        reply.values = olds;
+    }
+    if (w->direct)
+        s_audit_direct(self, w, w->tag->cfg->name, w->tag->cfg->plant_area, false, error);
     size_t len = scada__io_reply__get_packed_size(&reply);
     zmsg_t *msg = w->envelope;
     w->envelope = NULL;
@@ -794,6 +845,9 @@ static void s_write_destroy(s_write_t **w_p)
 {
     if (*w_p) {
         zmsg_destroy(&(*w_p)->envelope);
+        free((*w_p)->user);
+        free((*w_p)->pubkey);
+        free((*w_p)->client);
         free(*w_p);
         *w_p = NULL;
     }
@@ -1709,6 +1763,7 @@ static int s_on_ping(zloop_t *loop, int timer_id, void *arg)
 {
     ioserver_t *self = (ioserver_t *)arg;
     int64_t now = mclock_mono_ms();
+    audit_flush(self->audit); //  stream entries that waited for Redis
     cw_stats_t st;
     cw_stats(self->cw, now, &st);
     if (st.starved != self->starved) {
@@ -2290,6 +2345,22 @@ static char *s_status_json(ioserver_t *self)
 
 //  What a control request lacks whatever the engine's state (the fields its
 //  kind needs, a kind we serve): the text of its ERROR reply, or NULL.
+//  Did a broker of the site send this (it checks roles and audits itself)?
+//  With CURVE its certificate says so; on a plain site nothing can, and the
+//  request's `client` is taken at its word.
+static bool s_from_broker(ioserver_t *self, const Scada__IoRequest *req)
+{
+    const char *who = self->peer_key ? self->peer_user : req->client;
+    if (!who)
+        return false;
+    if (self->site->nbrokers == 0)
+        return strcmp(who, self->site->default_broker.name) == 0;
+    for (size_t i = 0; i < self->site->nbrokers; i++)
+        if (strcmp(who, self->site->brokers[i].name) == 0)
+            return true;
+    return false;
+}
+
 static const char *s_request_check(const Scada__IoRequest *req)
 {
     switch (req->kind) {
@@ -2333,6 +2404,14 @@ static int s_on_control(zloop_t *loop, zsock_t *sock, void *arg)
     }
     body = zmsg_pop(msg);
     zmsg_destroy(&msg);
+    //  Who sent it: the `name` of its certificate in the key directory, and
+    //  the key (NULL on a plain site).
+    const char *meta = zframe_meta(body, "name");
+    free(self->peer_user);
+    self->peer_user = meta ? strdup(meta) : NULL;
+    meta = zframe_meta(body, "User-Id");
+    free(self->peer_key);
+    self->peer_key = meta && *meta ? strdup(meta) : NULL;
     Scada__IoRequest *req = scada__io_request__unpack(NULL, zframe_size(body), zframe_data(body));
     zframe_destroy(&body);
     if (!req) {
@@ -2360,10 +2439,32 @@ static int s_on_control(zloop_t *loop, zsock_t *sock, void *arg)
         s_device_t *dev = s_find_tag(self, req->tag, &tag);
         const char *why = NULL;
         s_write_t w = {0};
+        w.value = req->value;
+        w.wall_ms = mclock_wall_ms();
+        w.direct = !s_from_broker(self, req);
+        bool refused = false;
+        char why_buf[200];
+        const site_tag_t *st = site_tag(self->site, req->tag);
+        if (w.direct) {
+            w.user = self->peer_user ? strdup(self->peer_user) : NULL;
+            w.pubkey = self->peer_key ? strdup(self->peer_key) : NULL;
+            w.client = req->client ? strdup(req->client) : NULL;
+        }
+        if (tag && tag->have) {
+            w.has_old = true;
+            w.old_value = tag->value;
+            w.old_quality = tag->quality;
+        }
         if (!dev)
-            why = site_tag(self->site, req->tag) ? "tag not served by this I/O server"
-                                                 : "no such tag";
-        else if (!tag->cfg->writable)
+            why = st ? "tag not served by this I/O server" : "no such tag";
+        else if (w.direct && !site_may(self->site, w.user, tag->cfg->plant_area, true)) {
+            const site_role_t *role = site_role_of(self->site, w.user);
+            snprintf(why_buf, sizeof why_buf, "%s%s (%s%s) may not write area %s",
+                     w.user ? "user " : "", w.user ? w.user : "an unidentified client",
+                     role ? "role " : "no role", role ? role->name : "", tag->cfg->plant_area);
+            why = why_buf;
+            refused = true;
+        } else if (!tag->cfg->writable)
             why = "tag is read-only";
         else if (dev->link->conn != DEV_ONLINE || !dev->answered)
             why = "device offline";
@@ -2377,6 +2478,14 @@ static int s_on_control(zloop_t *loop, zsock_t *sock, void *arg)
         if (why) {
             s_reply(self, envelope, req->id, why, NULL);
             self->writes_failed++;
+            if (w.direct) {
+                s_audit_direct(self, &w, req->tag, st ? st->plant_area : NULL, refused, why);
+                if (refused)
+                    slog_warn("write %s = %g refused: %s", req->tag, req->value, why);
+            }
+            free(w.user);
+            free(w.pubkey);
+            free(w.client);
         } else {
             s_write_t *pw = (s_write_t *)malloc(sizeof *pw);
             *pw = w;
@@ -2590,6 +2699,22 @@ ioserver_t *ioserver_new(site_t *site, const char *name)
         ioserver_destroy(&self);
         return NULL;
     }
+    //  Writes that do not come through a broker are audited here: no audit
+    //  file, no I/O server.
+    char *adir = site_path(site, site->security_audit_dir);
+    char *apath = zsys_sprintf("%s/audit-%s.log", adir, name);
+    char *astream = zsys_sprintf("scada:%s:audit", site->site);
+    self->audit = audit_new(apath, astream, NULL);
+    if (!self->audit)
+        slog_error("cannot open the audit file %s: %s (security.audit_dir)", apath,
+                   strerror(errno));
+    free(adir);
+    zstr_free(&apath);
+    zstr_free(&astream);
+    if (!self->audit) {
+        ioserver_destroy(&self);
+        return NULL;
+    }
     self->tag_by_id = (s_tag_t **)zmalloc((site->ntags + 1) * sizeof *self->tag_by_id);
     self->sub_replies = zlist_new();
     self->incarnation = (uint64_t)self->started_wall * 1000003u ^ (uint64_t)getpid() << 40;
@@ -2752,6 +2877,9 @@ void ioserver_destroy(ioserver_t **self_p)
     zsock_destroy(&self->control);
     zsock_destroy(&self->resolver);
     sec_destroy(&self->sec);
+    audit_destroy(&self->audit);
+    free(self->peer_user);
+    free(self->peer_key);
     s_subreply_t *sr;
     while (self->sub_replies && (sr = (s_subreply_t *)zlist_pop(self->sub_replies)))
         s_subreply_destroy(&sr);
@@ -2807,6 +2935,7 @@ void ioserver_actor(zsock_t *pipe, void *engine)
     self->redis = rzloop_new(self->loop, self->site->redis_host, self->site->redis_port,
                              s_on_redis_connect, self);
     rzloop_set_auth(self->redis, self->site->redis_user, self->site->redis_password);
+    audit_set_redis(self->audit, self->redis);
     int64_t now = mclock_mono_ms();
     //  The first tick publishes every tag with its quality ("not read yet"),
     //  so subscribers know of devices that never answer.
@@ -2841,8 +2970,10 @@ void ioserver_actor(zsock_t *pipe, void *engine)
             //  A key that had gone is made again by the HSET: it expires too.
             rzloop_command(self->redis, "PEXPIRE %s %lld", key, (long long)s_ttl_ms(self));
         }
+        audit_flush(self->audit);
         rzloop_flush(self->redis, 1000);
     }
+    audit_set_redis(self->audit, NULL);
     rzloop_destroy(&self->redis);
     zloop_destroy(&self->loop);
 }

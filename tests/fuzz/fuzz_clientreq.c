@@ -127,7 +127,7 @@ static void s_check_msg(const Scada__BrokerMsg *m)
         const Scada__Update *u = m->updates[i];
         fz_check(u->tag_id >= 1, "an update for tag id 0");
         fz_check(!(u->has_integer && u->has_number), "an update with integer and number");
-        fz_check(!u->has_quality || (unsigned)u->quality <= SCADA__QUALITY__BAD_DEVICE,
+        fz_check(!u->has_quality || (unsigned)u->quality <= SCADA__QUALITY__BAD_NOT_ALLOWED,
                  "an update with an unknown quality");
     }
     if (m->kind == SCADA__BROKER_MSG__KIND__RESOLVED_REPLY)
@@ -195,8 +195,14 @@ static void s_drain_peers(void)
     }
 }
 
+static char s_audit_dir[256]; //  the broker's audit file goes there
+
 static void s_cleanup(void)
 {
+    char path[300];
+    snprintf(path, sizeof path, "%s/audit-b1.log", s_audit_dir);
+    unlink(path);
+    rmdir(s_audit_dir);
     for (int i = 0; i < 5; i++)
         zsock_destroy(&s_binders[i]);
     rzloop_destroy(&s_redis);
@@ -214,6 +220,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         fprintf(stderr, "fuzz_clientreq: %s\n", err);
         abort();
     }
+    const char *tmp = getenv("TMPDIR");
+    snprintf(s_audit_dir, sizeof s_audit_dir, "%s/fuzz_clientreq.XXXXXX",
+             tmp && *tmp ? tmp : "/tmp");
+    fz_check(mkdtemp(s_audit_dir) != NULL, "mkdtemp");
+    free(s_site->security_audit_dir);
+    s_site->security_audit_dir = strdup(s_audit_dir);
     char **eps[5] = {&s_site->resolver.endpoint, &s_site->ioservers[0].publish,
                      &s_site->ioservers[0].control, &s_site->ioservers[1].publish,
                      &s_site->ioservers[1].control};
