@@ -1,0 +1,203 @@
+"""Roles and the audit of writes, on a CURVE site: a certificate's role
+gives read or read/write rights per plant area; a read without the right
+shows bad-not-allowed, a write without it is refused and the value does not
+change; every write attempt, through the broker or straight to the I/O
+server, is one line in the audit file and one entry in the Redis stream,
+with who, tag, old value, new value, time and result."""
+import json
+import os
+import re
+import shutil
+
+import pytest
+
+import scada_helpers as H
+from scada_helpers import wait_until
+
+PING_MS = 500
+
+
+@pytest.fixture(scope="session")
+def pb(tmp_path_factory):
+    if not shutil.which("protoc"):
+        pytest.skip("protoc (protobuf-compiler) is not installed")
+    return H.load_proto(str(tmp_path_factory.mktemp("proto")))
+
+
+@pytest.fixture
+def env(pb, tmp_path, bin_dir, free_ports):
+    e = H.Env(tmp_path, bin_dir, free_ports)
+    try:
+        e.start_redis()
+        yield e
+    finally:
+        procs = [o for o in e._owned if isinstance(o, H.Proc)]
+        errors = e.cleanup()
+        for p in procs:
+            print("----- %s (%s)\n%s" % (p.name, p.log_path, p.log_tail(20)))
+        assert not errors, errors
+
+
+ROLES = {
+    "roles": {
+        "engineer": {"write": ["*"]},
+        "operator": {"read": "*", "write": ["pumps"]},
+        "viewer": {"read": ["pumps"]},
+    },
+    "users": {"scadactl": "engineer", "olga": "operator", "vic": "viewer"},
+}
+
+
+class Site:
+    """devsim + resolver + io1 + b1; d1 in area pumps, d2 in area tanks."""
+
+    def __init__(self, env, tmp_path):
+        self.env = env
+        self.keys = str(tmp_path / "keys")
+        self.audit_dir = tmp_path / "audit"
+        p1 = env.free_ports(2)
+        p2 = p1 + 1
+        self.io_cfg = env.ioserver_cfg("io1")  # every tag polled: old values known
+        tags = lambda d: [{"name": d + ".T", "address": "hr:0", "type": "uint16",  # noqa: E731
+                           "sim": {"kind": "ramp", "min": 0, "max": 60000,
+                                   "period_ms": 3000}},
+                          {"name": d + ".SP", "address": "hr:2", "type": "uint16"}]
+        devs = [{"name": "d1", "address": "127.0.0.1:%d" % p1, "servers": ["io1"],
+                 "scan_ms": 200, "area": "pumps", "tags": tags("D1")},
+                {"name": "d2", "address": "127.0.0.1:%d" % p2, "servers": ["io1"],
+                 "scan_ms": 200, "tags": tags("D2")}]
+        top = env.pubsub_top()
+        self.broker_ep = top["brokers"][0]["endpoint"]
+        security = dict(ROLES, keys=self.keys)
+        self.site = env.site([self.io_cfg],
+                             [{"name": "net", "type": "network", "area": "tanks",
+                               "devices": devs}],
+                             ping_time_ms=PING_MS, security=security, **top)
+        self.top = top
+        r = env.scadactl(self.site, "keygen", "olga", "vic", "sam")
+        assert r.returncode == 0, r.stderr
+        me = (self.keys, "scadactl")
+        self.devsim = env.start_devsim(self.site, keys=me)
+        self.resolver = env.start_resolver(self.site, top["resolver"]["endpoint"])
+        self.io = env.start_ioserver(self.site, self.io_cfg, keys=me)
+        self.broker = env.start_broker(self.site, "b1", self.broker_ep)
+
+    def cert(self, user):
+        return os.path.join(self.keys, user + ".key")
+
+    def ctl(self, user, *args):
+        return self.env.scadactl(self.site, "--cert", self.cert(user), "--timeout", "3000",
+                                 *args)
+
+    def value(self, tag):
+        r = self.ctl("scadactl", "get", tag)
+        m = re.search(r"^%s (\S+) (\S+) " % re.escape(tag), r.stdout, re.M)
+        return (m.group(1), m.group(2)) if m else (None, r.stdout + r.stderr)
+
+    def audit(self, process):
+        path = self.audit_dir / ("audit-%s.log" % process)
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    def pubkey(self, user):
+        return H.zcert_keys(self.cert(user))[0]
+
+
+def test_roles_refuse_and_every_write_is_audited(env, tmp_path):
+    s = Site(env, tmp_path)
+    wait_until(lambda: s.value("D1.T")[1] == "good" and s.value("D2.T")[1] == "good", 15,
+               interval=0.3, what="both devices good through the broker")
+
+    # Reads: olga (read *) sees both areas; vic (pumps) only pumps; sam has
+    # a certificate but no role, and the site has no default role.
+    r = s.ctl("olga", "get", "D1.T", "D2.T")
+    assert r.returncode == 0 and r.stdout.count(" good ") == 2, r.stdout
+    r = s.ctl("vic", "get", "D1.T", "D2.T")
+    assert re.search(r"^D1\.T \S+ good ", r.stdout, re.M), r.stdout
+    assert re.search(r"^D2\.T \S+ bad-not-allowed ", r.stdout, re.M), r.stdout
+    r = s.ctl("vic", "get", "--json", "D2.T")
+    assert "user vic (role viewer) may not read area tanks" in r.stdout, r.stdout
+    r = s.ctl("sam", "get", "D1.T")
+    assert re.search(r"^D1\.T \S+ bad-not-allowed ", r.stdout, re.M), r.stdout
+    r = s.ctl("sam", "get", "--json", "D1.T")
+    assert "user sam (no role) may not read area pumps" in r.stdout, r.stdout
+
+    # Writes through the broker.
+    assert s.ctl("olga", "write", "D1.SP", "7").returncode == 0
+    wait_until(lambda: s.value("D1.SP")[0] == "7", 5, what="D1.SP = 7")
+    r = s.ctl("olga", "write", "D1.SP", "42")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = s.ctl("olga", "write", "D2.SP", "5")
+    assert r.returncode == 1 and "user olga (role operator) may not write area tanks" in \
+        r.stdout + r.stderr, r.stdout + r.stderr
+    r = s.ctl("vic", "write", "D1.SP", "9")
+    assert r.returncode == 1 and "may not write area pumps" in r.stdout + r.stderr
+    r = s.ctl("sam", "write", "D1.SP", "9")
+    assert r.returncode == 1 and "user sam (no role) may not write" in r.stdout + r.stderr
+    wait_until(lambda: s.value("D1.SP")[0] == "42", 5, what="D1.SP = 42")
+    assert s.value("D2.SP")[0] == "0", "a refused write changed D2.SP"
+    assert "refused: user vic (role viewer) may not write area pumps" in \
+        open(s.broker.log_path).read()
+
+    # The audit file of the broker: one line per attempt, in order.
+    recs = s.audit("b1")
+    assert [(a["user"], a["tag"], a["new"], a["result"]) for a in recs] == [
+        ("olga", "D1.SP", 7, "ok"), ("olga", "D1.SP", 42, "ok"),
+        ("olga", "D2.SP", 5, "refused"), ("vic", "D1.SP", 9, "refused"),
+        ("sam", "D1.SP", 9, "refused")], recs
+    ok = recs[1]
+    assert ok["old"] == 7 and ok["old_quality"] == "good", ok  # the value before the write
+    assert ok["via"] == "b1" and ok["area"] == "pumps" and ok["error"] is None, ok
+    assert ok["key"] == s.pubkey("olga"), ok
+    assert abs(ok["ts_ms"] - H.now_ms()) < 60000, ok
+    assert recs[2]["area"] == "tanks" and "may not write area tanks" in recs[2]["error"]
+    assert recs[3]["key"] == s.pubkey("vic")
+
+    # The same in the Redis stream.
+    import redis
+    red = redis.Redis(port=env.redis.port, decode_responses=True)
+    stream = "scada:%s:audit" % env.site_name
+    wait_until(lambda: red.xlen(stream) >= 5, 5, what="5 entries in the audit stream")
+    entries = [f for _, f in red.xrange(stream)]
+    assert [(e["user"], e["tag"], e["new"], e["result"]) for e in entries] == [
+        ("olga", "D1.SP", "7", "ok"), ("olga", "D1.SP", "42", "ok"),
+        ("olga", "D2.SP", "5", "refused"), ("vic", "D1.SP", "9", "refused"),
+        ("sam", "D1.SP", "9", "refused")], entries
+    assert entries[1]["old"] == "7" and entries[1]["ts_ms"] == str(ok["ts_ms"])
+
+    # Straight to the I/O server (write --direct): the same rights, and the
+    # I/O server keeps the record.
+    r = s.ctl("olga", "write", "--direct", "D2.SP", "3")
+    assert r.returncode == 1 and "may not write area tanks" in r.stdout + r.stderr, \
+        r.stdout + r.stderr
+    r = s.ctl("olga", "write", "--direct", "D1.SP", "43")
+    assert r.returncode == 0, r.stdout + r.stderr
+    wait_until(lambda: s.value("D1.SP")[0] == "43", 5, what="D1.SP = 43")
+    assert s.value("D2.SP")[0] == "0"
+    direct = s.audit("io1")
+    assert [(a["via"], a["user"], a["tag"], a["new"], a["result"]) for a in direct] == [
+        ("io1", "olga", "D2.SP", 3, "refused"), ("io1", "olga", "D1.SP", 43, "ok")], direct
+    assert direct[1]["old"] == 42 and direct[1]["key"] == s.pubkey("olga"), direct
+    # The broker's writes are its own record, not the I/O server's twice.
+    assert len(s.audit("b1")) == 5
+    wait_until(lambda: red.xlen(stream) == 7, 5, what="7 entries in the audit stream")
+
+
+def test_bad_roles_stop_every_service_at_start(env, tmp_path):
+    """A role naming an area no tag has is a typo that would give no right:
+    the site file is refused with its line."""
+    io = env.ioserver_cfg("io1")
+    dev = {"name": "d1", "address": "127.0.0.1:1", "servers": ["io1"], "area": "pumps",
+           "tags": [{"name": "D1.SP", "address": "hr:0"}]}
+    site = env.site([io], [{"name": "net", "type": "network", "devices": [dev]}],
+                    security={"keys": str(tmp_path / "keys"),
+                              "roles": {"op": {"write": ["pumsp"]}}})
+    for binary, extra in (("scada-broker", ["--name", "b1"]), ("scada-ioserver",
+                                                             ["--name", "io1"])):
+        import subprocess
+        r = subprocess.run([env.bin(binary), "--config", site, *extra], capture_output=True,
+                           text=True, timeout=10)
+        assert r.returncode == 2, (binary, r.returncode, r.stderr)
+        assert re.search(r"site\.yaml:\d+: security\.roles\.op\.write\[0\]: no tag is in "
+                         r"area \"pumsp\"", r.stderr), r.stderr
