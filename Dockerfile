@@ -34,7 +34,7 @@ RUN apt-get update -qq \
       libczmq4 libzmq5 libprotobuf-c1 libmodbus5 libhiredis0.14 libyaml-0-2 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --uid 10001 --no-log-init --home-dir /var/lib/scada --shell /usr/sbin/nologin scada \
- && mkdir -p /var/lib/scada/iolog /var/lib/scada/alarm /etc/scada \
+ && mkdir -p /var/lib/scada/iolog /var/lib/scada/alarm /var/lib/scada/audit /etc/scada \
  && chown -R scada:scada /var/lib/scada
 COPY --from=build /src/build/bin/ /usr/local/bin/
 USER scada
