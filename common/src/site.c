@@ -2138,13 +2138,18 @@ static const s_key_t s_security_keys[] = {
                        .offset = offsetof(site_t, security_audit_dir)},
 };
 
-//  Is `area` the plant area of some tag? (roles must not name others: a typo
-//  would silently give no right)
+//  Is `area` the plant area of some tag, or the area of some alarm? (roles
+//  must not name others: a typo would silently give no right)
 static bool s_area_used(const site_t *site, const char *area)
 {
-    for (size_t i = 0; i < site->ntags; i++)
-        if (strcmp(site->tags_by_id[i]->plant_area, area) == 0)
+    if (strcmp(site->alarm.comm_area, area) == 0)
+        return true; //  communication alarms
+    for (size_t i = 0; i < site->ntags; i++) {
+        const site_tag_t *tag = site->tags_by_id[i];
+        if (strcmp(tag->plant_area, area) == 0 ||
+            (tag->alarms.area && strcmp(tag->alarms.area, area) == 0))
             return true;
+    }
     return false;
 }
 
@@ -2205,7 +2210,7 @@ static int s_security_finish(s_loader_t *ld, site_t *site)
                 s_push_key(ld, w ? "write" : "read");
                 s_push_index(ld, i);
                 return s_fail(ld, role->line,
-                              "no tag is in area \"%s\" (give tags, devices or channels "
+                              "no tag or alarm is in area \"%s\" (give tags, devices or channels "
                               "area: %s, or use \"*\" for every area)",
                               areas[i], areas[i]);
             }

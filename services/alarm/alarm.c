@@ -76,6 +76,8 @@ typedef struct {
 
 struct _alarmsvc_t {
     site_t *site;
+    char *peer_user; //  the sender of the control request in hand: its certificate's name
+    bool peer_curve; //  it came with a certificate (the name, not its `user`, is recorded)
     char *name;
     zloop_t *loop;
     zsock_t *pub;
@@ -739,6 +741,13 @@ static void s_reply_error(alarmsvc_t *self, zframe_t *rid, uint64_t id, const ch
     s_reply(self, rid, &rep);
 }
 
+//  May the sender of the request in hand read (or act on) alarms of `area`?
+//  The site's roles; without roles, yes.
+static bool s_may(alarmsvc_t *self, const char *area, bool act)
+{
+    return site_may(self->site, self->peer_user, area, act);
+}
+
 static bool s_matches(const s_alarm_t *a, const Scada__AlarmRequest *req)
 {
     if (req->area && *req->area && !streq(req->area, a->area))
@@ -772,13 +781,14 @@ static void s_list(alarmsvc_t *self, zframe_t *rid, Scada__AlarmRequest *req)
     rep.status = SCADA__ALARM_REPLY__STATUS__OK;
     size_t n = 0;
     for (size_t i = 0; i < self->nall; i++)
-        n += s_listed(self->all[i]) && s_matches(self->all[i], req);
+        n += s_listed(self->all[i]) && s_matches(self->all[i], req) &&
+             s_may(self, self->all[i]->area, false);
     Scada__AlarmEvent *evs = (Scada__AlarmEvent *)zmalloc((n + 1) * sizeof *evs);
     Scada__AlarmEvent **ptrs = (Scada__AlarmEvent **)zmalloc((n + 1) * sizeof *ptrs);
     size_t k = 0;
     for (size_t i = 0; i < self->nall && k < n; i++) {
         s_alarm_t *a = self->all[i];
-        if (!s_listed(a) || !s_matches(a, req))
+        if (!s_listed(a) || !s_matches(a, req) || !s_may(self, a->area, false))
             continue;
         s_fill_event(self, &evs[k], a);
         ptrs[k] = &evs[k];
@@ -814,6 +824,8 @@ static void s_history(alarmsvc_t *self, zframe_t *rid, Scada__AlarmRequest *req)
     for (size_t i = 0; i < count; i++) {
         Scada__AlarmEvent *e = evs[i];
         if (req->area && *req->area && (!e->area || !streq(e->area, req->area)))
+            continue;
+        if (!s_may(self, e->area ? e->area : "", false))
             continue;
         if (req->has_max_priority && req->max_priority && e->has_priority &&
             e->priority > req->max_priority)
@@ -929,12 +941,32 @@ static void s_action(alarmsvc_t *self, zframe_t *rid, Scada__AlarmRequest *req)
             else
                 targets[nt++] = a;
         }
+    //  Acting on an alarm takes the right to write its area.
+    const char *denied = by_area ? req->area : NULL;
+    for (size_t i = 0; i < nt && !denied; i++)
+        if (!s_may(self, targets[i]->area, true))
+            denied = targets[i]->area;
+    if (!wl && denied && !s_may(self, denied, true)) {
+        const site_role_t *role = site_role_of(self->site, self->peer_user);
+        wl = (size_t)snprintf(why, sizeof why, "%s%s (%s%s) may not act on alarms of area %s",
+                              self->peer_user ? "user " : "",
+                              self->peer_user ? self->peer_user : "an unidentified client",
+                              role ? "role " : "no role", role ? role->name : "", denied);
+        slog_warn("alarm request refused: %s", why);
+        free(targets);
+        s_reply_error(self, rid, req->id, why);
+        return;
+    }
     if (wl) {
         free(targets);
         self->malformed++;
         s_reply_error(self, rid, req->id, why);
         return;
     }
+    //  Who acted: with CURVE the certificate's name, which the client cannot
+    //  choose; on a plain site the user the request names.
+    const char *who = self->peer_curve ? (self->peer_user ? self->peer_user : "(unnamed key)")
+                                       : (req->user ? req->user : "unknown");
     Scada__AlarmEvent *out = (Scada__AlarmEvent *)zmalloc((2 * nt + 1) * sizeof *out);
     Scada__AlarmEvent **ptrs = (Scada__AlarmEvent **)zmalloc((2 * nt + 1) * sizeof *ptrs);
     size_t nout = 0;
@@ -959,7 +991,7 @@ static void s_action(alarmsvc_t *self, zframe_t *rid, Scada__AlarmRequest *req)
             n = al_in_service(&a->al, now, evs);
         }
         for (int k = 0; k < n; k++) {
-            s_emit(self, a, &evs[k], req->user ? req->user : "unknown", req->comment, now);
+            s_emit(self, a, &evs[k], who, req->comment, now);
             if (nout < 2 * nt) {
                 s_fill_event(self, &out[nout], a);
                 ptrs[nout] = &out[nout];
@@ -994,6 +1026,11 @@ static int s_on_control(zloop_t *loop, zsock_t *sock, void *arg)
             rid && body && zmsg_size(msg) <= 2
                 ? scada__alarm_request__unpack(NULL, zframe_size(body), zframe_data(body))
                 : NULL;
+        const char *name = body ? zframe_meta(body, "name") : NULL;
+        const char *key = body ? zframe_meta(body, "User-Id") : NULL;
+        free(self->peer_user);
+        self->peer_user = name ? strdup(name) : NULL;
+        self->peer_curve = key && *key;
         zmsg_destroy(&msg);
         if (!rid) {
             self->malformed++;
@@ -1324,6 +1361,7 @@ void alarmsvc_destroy(alarmsvc_t **self_p)
     free(self->all);
     free(self->by_tag);
     free(self->journal_path);
+    free(self->peer_user);
     zstr_free(&self->prefix);
     zstr_free(&self->active_key);
     free(self->name);

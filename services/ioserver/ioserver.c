@@ -2217,8 +2217,11 @@ static void s_reply(ioserver_t *self, zmsg_t *envelope, uint64_t id, const char 
 
 //  READ: the current value of each requested tag; tags this I/O server does
 //  not serve come back bad-not-found.
+static bool s_from_broker(ioserver_t *self, const Scada__IoRequest *req);
+
 static void s_reply_read(ioserver_t *self, zmsg_t *envelope, Scada__IoRequest *req)
 {
+    bool broker = s_from_broker(self, req); //  else the roles apply here
     Scada__IoReply reply = SCADA__IO_REPLY__INIT;
     reply.id = req->id;
     reply.status = SCADA__IO_REPLY__STATUS__OK;
@@ -2230,7 +2233,11 @@ static void s_reply_read(ioserver_t *self, zmsg_t *envelope, Scada__IoRequest *r
         scada__value__init(v);
         v->tag = req->tags[i];
         s_tag_t *tag = NULL;
-        if (s_find_tag(self, req->tags[i], &tag)) {
+        if (s_find_tag(self, req->tags[i], &tag) && !broker &&
+            !site_may(self->site, self->peer_user, tag->cfg->plant_area, false)) {
+            v->quality = SCADA__QUALITY__BAD_NOT_ALLOWED;
+            v->reason = (char *)"the role of this certificate may not read the tag's area";
+        } else if (tag) {
             v->has_number = tag->have;
             v->number = tag->value;
             v->quality = (Scada__Quality)tag->quality;

@@ -122,6 +122,10 @@ def test_roles_refuse_and_every_write_is_audited(env, tmp_path):
     assert re.search(r"^D1\.T \S+ bad-not-allowed ", r.stdout, re.M), r.stdout
     r = s.ctl("sam", "get", "--json", "D1.T")
     assert "user sam (no role) may not read area pumps" in r.stdout, r.stdout
+    # Straight from the I/O server (get --direct): the same rights.
+    r = s.ctl("vic", "get", "--direct", "D1.T", "D2.T")
+    assert re.search(r"^D1\.T \S+ good ", r.stdout, re.M), r.stdout
+    assert re.search(r"^D2\.T - bad-not-allowed ", r.stdout, re.M), r.stdout
 
     # Writes through the broker.
     assert s.ctl("olga", "write", "D1.SP", "7").returncode == 0
@@ -199,5 +203,59 @@ def test_bad_roles_stop_every_service_at_start(env, tmp_path):
         r = subprocess.run([env.bin(binary), "--config", site, *extra], capture_output=True,
                            text=True, timeout=10)
         assert r.returncode == 2, (binary, r.returncode, r.stderr)
-        assert re.search(r"site\.yaml:\d+: security\.roles\.op\.write\[0\]: no tag is in "
+        assert re.search(r"site\.yaml:\d+: security\.roles\.op\.write\[0\]: no tag or alarm is in "
                          r"area \"pumsp\"", r.stderr), r.stderr
+
+
+def test_alarm_actions_follow_the_roles(env, tmp_path):
+    """Alarms: a role lists the alarms of the areas it may read, and may act
+    (acknowledge, shelve) only on those of areas it may write; the journal
+    records the certificate's name, not the user the request claims. The
+    alarm service itself reads every area through the broker."""
+    keys = str(tmp_path / "keys")
+    port = env.free_ports(2)
+    io = env.ioserver_cfg("io1")
+
+    def dev(name, port, area):
+        return {"name": name, "address": "127.0.0.1:%d" % port, "servers": ["io1"],
+                "scan_ms": 200, "area": area,
+                "tags": [{"name": name.upper() + ".L", "address": "hr:0", "type": "uint16",
+                          "sim": {"kind": "const", "initial": 90}, "alarms": {"hi": 50}}]}
+    top = env.pubsub_top()
+    alarm = env.alarm_top()
+    site = env.site([io], [{"name": "net", "type": "network",
+                            "devices": [dev("d1", port, "pumps"), dev("d2", port + 1, "tanks")]}],
+                    ping_time_ms=PING_MS, alarm=alarm, security=dict(ROLES, keys=keys), **top)
+    assert env.scadactl(site, "keygen", "olga", "vic").returncode == 0
+    me = (keys, "scadactl")
+    env.start_devsim(site, keys=me)
+    env.start_resolver(site, top["resolver"]["endpoint"])
+    env.start_ioserver(site, io, keys=me)
+    env.start_broker(site, "b1", top["brokers"][0]["endpoint"])
+    env.start_alarm(site, alarm["control"])
+
+    def ctl(user, *args):
+        return env.scadactl(site, "--cert", os.path.join(keys, user + ".key"), *args)
+
+    # The alarm service (no user entry, no default role) sees both areas.
+    wait_until(lambda: ctl("scadactl", "alarms").stdout.count("unack-active") == 2, 15,
+               interval=0.3, what="D1.L.HI and D2.L.HI active")
+    r = ctl("vic", "alarms")
+    assert "D1.L.HI" in r.stdout and "D2.L.HI" not in r.stdout, r.stdout  # pumps only
+    r = ctl("vic", "ack", "D1.L.HI")
+    assert r.returncode == 1 and \
+        "user vic (role viewer) may not act on alarms of area pumps" in r.stderr, r
+    r = ctl("olga", "ack", "--user", "somebody-else", "D1.L.HI")
+    assert r.returncode == 0, r.stderr
+    r = ctl("olga", "ack", "D2.L.HI")
+    assert r.returncode == 1 and "may not act on alarms of area tanks" in r.stderr, r
+    r = ctl("olga", "ack", "--all-area", "tanks")
+    assert r.returncode == 1 and "may not act on alarms of area tanks" in r.stderr, r
+    r = ctl("scadactl", "--json", "alarms")
+    states = {j["alarm"]: j["state"] for j in map(json.loads, r.stdout.splitlines())}
+    assert states == {"D1.L.HI": "ack-active", "D2.L.HI": "unack-active"}, states
+    r = ctl("scadactl", "--json", "alarms", "--history")
+    acks = [j for j in map(json.loads, r.stdout.splitlines()) if j.get("event") == "ack"]
+    assert [(j["alarm"], j["user"]) for j in acks] == [("D1.L.HI", "olga")], acks
+    r = ctl("vic", "--json", "alarms", "--history")
+    assert "D2.L.HI" not in r.stdout and "D1.L.HI" in r.stdout, r.stdout

@@ -1440,6 +1440,7 @@ static void test_roles(void **state)
                        "    operator: {read: \"*\", write: [pumps, tanks]}\n"
                        "    engineer: {write: [\"*\"]}\n"
                        "    waterman: {read: [water]}\n"
+                       "    alarmist: {write: [x, comm]}\n" //  areas of alarms only
                        "  users: {alice: operator, bob: viewer, eve: waterman, root: engineer}\n"
                        "  default_role: viewer\n";
     site_t *site = s_load(text);
@@ -1450,7 +1451,7 @@ static void test_roles(void **state)
     assert_string_equal(site_tag(site, "D")->plant_area, "tanks");
     assert_string_equal(site_tag(site, "E")->plant_area, "default");
     assert_string_equal(site_tag(site, "E")->alarms.area, "default");
-    assert_int_equal(site->nroles, 4);
+    assert_int_equal(site->nroles, 5);
     assert_int_equal(site->nusers, 4);
     assert_string_equal(site_role_of(site, "alice")->name, "operator");
     assert_string_equal(site_role_of(site, "nobody")->name, "viewer"); //  default_role
@@ -1506,7 +1507,7 @@ static void test_roles(void **state)
         {R_HEAD "  roles: {op: {write: [plant]}}\n  default_role: nobody\n", 6,
          "security.default_role", "unknown role \"nobody\""},
         {R_HEAD "  roles: {op: {write: [plant, plnt]}}\n", 6, "security.roles.op.write[1]",
-         "no tag is in area \"plnt\""},
+         "no tag or alarm is in area \"plnt\""},
         {R_HEAD "  roles: {op: {read: [plant]}, op: {write: [plant]}}\n", 6, "security.roles.op",
          "duplicate role"},
         {R_HEAD "  roles: {op: {}}\n", 6, "security.roles.op", "a role gives read or write"},
