@@ -119,7 +119,9 @@ class _Remove:
         self.path = path
 
     def stop(self):
-        if os.path.exists(self.path):
+        if os.path.isdir(self.path):
+            shutil.rmtree(self.path)
+        elif os.path.exists(self.path):
             os.unlink(self.path)
 
 
@@ -160,8 +162,17 @@ class Site:
         self.resolver_ep = top["resolver"]["endpoint"]
         self.broker_ep = top["brokers"][0]["endpoint"]
         self.alarm = env.alarm_top()
+        extra = {}
+        if public:
+            # Audit files of processes run as other users: a directory each
+            # of them may write (the default is next to the site file).
+            audit = "/tmp/scada-faults-audit-%d-%d" % (os.getpid(), self.ports)
+            os.makedirs(audit, exist_ok=True)
+            os.chmod(audit, 0o1777)
+            env.own(_Remove(audit))
+            extra["security"] = {"plain": True, "audit_dir": audit}
         self.site = env.site(list(self.ios.values()), [ch], ping_time_ms=PING_MS,
-                             alarm=self.alarm, resolve_retry_backoff_ms=200, **top)
+                             alarm=self.alarm, resolve_retry_backoff_ms=200, **top, **extra)
         if public:
             # a copy another user can read, for processes run as another user
             path = "/tmp/scada-faults-%d-%d.yaml" % (os.getpid(), self.ports)
