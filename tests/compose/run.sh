@@ -165,6 +165,10 @@ check "scadactl get RTU016.PRESSURE: bad-no-comm (a dead outstation is not shown
   bash -c "(set -a; . $demo; set +a; export SCADA_KEYS=$root/\${KEYS_DIR#./}; $ctl --config $site get RTU016.PRESSURE) | grep -q bad-no-comm"
 check "CURVE: a certificate of another site is refused by b1 (no value, exit 1)" \
   bash -c "! (set -a; . $demo; set +a; export SCADA_KEYS=$root/\${KEYS_DIR#./}; $ctl --config $site --timeout 1500 --cert $root/build/keys/east/scadactl.key get PLC01.LEVEL)"
+check "a write from the host (engineer) is done, and audited in b1's volume and the Redis stream" \
+  bash -c "(set -a; . $demo; set +a; export SCADA_KEYS=$root/\${KEYS_DIR#./}; $ctl --config $site --timeout 3000 write PLC01.PUMP2.RUN 1) && docker run --rm -v scada-demo_audit:/a scada:latest cat /a/audit-b1.log | grep -q '\"tag\":\"PLC01.PUMP2.RUN\".*\"result\":\"ok\"' && redis-cli -p $R xrevrange scada:demo:audit + - count 1 | grep -qx PLC01.PUMP2.RUN"
+check "a viewer's write (default role) is refused and audited as refused" \
+  bash -c "(set -a; . $demo; set +a; export SCADA_KEYS=$root/\${KEYS_DIR#./}; $ctl --config $site keygen vera >/dev/null && sleep 1.1 && ! $ctl --config $site --timeout 3000 --cert \$SCADA_KEYS/vera.key write PLC01.PUMP2.RUN 0) && redis-cli -p $R xrevrange scada:demo:audit + - count 1 | grep -qx refused"
 check "scadactl status from the host shows the site overview" \
   bash -c "(set -a; . $demo; set +a; export SCADA_KEYS=$root/\${KEYS_DIR#./}; $ctl --config $site status) | grep -q 'ioserver io1 *running'"
 
