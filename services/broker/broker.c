@@ -1636,6 +1636,26 @@ static void s_on_client_request(broker_t *self, s_client_t *c, Scada__ClientRequ
     const char *bad = s_request_check(req, buf, sizeof buf);
     if (bad) {
         self->malformed++;
+        if (req->kind == SCADA__CLIENT_REQUEST__KIND__WRITE) {
+            //  A write that cannot be made is a write attempt all the same.
+            char idname[24] = "";
+            if (req->n_tag_ids)
+                snprintf(idname, sizeof idname, "#%u", req->tag_ids[0]);
+            audit_rec_t rec = {.ts_ms = mclock_wall_ms(),
+                               .via = self->name,
+                               .user = c->user,
+                               .key = c->pubkey,
+                               .client = c->name,
+                               .tag = req->n_names ? req->names[0]
+                                      : *idname    ? idname
+                                                   : NULL,
+                               .new_value = req->has_value ? req->value : NAN,
+                               .result = "failed",
+                               .error = bad};
+            if (self->audit)
+                audit_write(self->audit, &rec);
+            self->writes_failed++;
+        }
         s_client_error(c, id, bad);
         return;
     }

@@ -144,12 +144,27 @@ def test_roles_refuse_and_every_write_is_audited(env, tmp_path):
     assert "refused: user vic (role viewer) may not write area pumps" in \
         open(s.broker.log_path).read()
 
+    # A write that cannot be made (two tags) is an attempt too, from a client
+    # of our own (pyzmq, CURVE with olga's certificate).
+    import zmq
+    d = zmq.Context.instance().socket(zmq.DEALER)
+    d.setsockopt(zmq.LINGER, 0)
+    H.curve_client(d, (s.keys, "olga"), "b1")
+    d.connect(s.broker_ep)
+    d.send(H.pb.ClientRequest(kind=H.pb.ClientRequest.WRITE, id=9, names=["D1.SP", "D2.SP"],
+                              value=1, client="raw").SerializeToString())
+    assert d.poll(3000), "no answer to a malformed write"
+    m = H.pb.BrokerMsg.FromString(d.recv())
+    assert m.kind == H.pb.BrokerMsg.ERROR and "WRITE needs one tag" in m.error, m
+    d.close()
+
     # The audit file of the broker: one line per attempt, in order.
     recs = s.audit("b1")
     assert [(a["user"], a["tag"], a["new"], a["result"]) for a in recs] == [
         ("olga", "D1.SP", 7, "ok"), ("olga", "D1.SP", 42, "ok"),
         ("olga", "D2.SP", 5, "refused"), ("vic", "D1.SP", 9, "refused"),
-        ("sam", "D1.SP", 9, "refused")], recs
+        ("sam", "D1.SP", 9, "refused"), ("olga", "D1.SP", 1, "failed")], recs
+    assert recs[5]["client"] == "raw" and "WRITE needs one tag" in recs[5]["error"], recs[5]
     ok = recs[1]
     assert ok["old"] == 7 and ok["old_quality"] == "good", ok  # the value before the write
     assert ok["via"] == "b1" and ok["area"] == "pumps" and ok["error"] is None, ok
@@ -162,12 +177,12 @@ def test_roles_refuse_and_every_write_is_audited(env, tmp_path):
     import redis
     red = redis.Redis(port=env.redis.port, decode_responses=True)
     stream = "scada:%s:audit" % env.site_name
-    wait_until(lambda: red.xlen(stream) >= 5, 5, what="5 entries in the audit stream")
+    wait_until(lambda: red.xlen(stream) >= 6, 5, what="6 entries in the audit stream")
     entries = [f for _, f in red.xrange(stream)]
     assert [(e["user"], e["tag"], e["new"], e["result"]) for e in entries] == [
         ("olga", "D1.SP", "7", "ok"), ("olga", "D1.SP", "42", "ok"),
         ("olga", "D2.SP", "5", "refused"), ("vic", "D1.SP", "9", "refused"),
-        ("sam", "D1.SP", "9", "refused")], entries
+        ("sam", "D1.SP", "9", "refused"), ("olga", "D1.SP", "1", "failed")], entries
     assert entries[1]["old"] == "7" and entries[1]["ts_ms"] == str(ok["ts_ms"])
 
     # Straight to the I/O server (write --direct): the same rights, and the
@@ -184,8 +199,8 @@ def test_roles_refuse_and_every_write_is_audited(env, tmp_path):
         ("io1", "olga", "D2.SP", 3, "refused"), ("io1", "olga", "D1.SP", 43, "ok")], direct
     assert direct[1]["old"] == 42 and direct[1]["key"] == s.pubkey("olga"), direct
     # The broker's writes are its own record, not the I/O server's twice.
-    assert len(s.audit("b1")) == 5
-    wait_until(lambda: red.xlen(stream) == 7, 5, what="7 entries in the audit stream")
+    assert len(s.audit("b1")) == 6
+    wait_until(lambda: red.xlen(stream) == 8, 5, what="8 entries in the audit stream")
 
 
 def test_bad_roles_stop_every_service_at_start(env, tmp_path):
