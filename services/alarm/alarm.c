@@ -994,6 +994,10 @@ static void s_action(alarmsvc_t *self, zframe_t *rid, Scada__AlarmRequest *req)
             s_emit(self, a, &evs[k], who, req->comment, now);
             if (nout < 2 * nt) {
                 s_fill_event(self, &out[nout], a);
+                //  Not a->user and a->comment: the alarm's next event (IN_SERVICE
+                //  then RAISE) frees them before the reply is packed.
+                out[nout].user = (char *)who;
+                out[nout].comment = req->comment;
                 ptrs[nout] = &out[nout];
                 nout++;
             }

@@ -274,3 +274,21 @@ def test_alarm_actions_follow_the_roles(env, tmp_path):
     assert [(j["alarm"], j["user"]) for j in acks] == [("D1.L.HI", "olga")], acks
     r = ctl("vic", "--json", "alarms", "--history")
     assert "D2.L.HI" not in r.stdout and "D1.L.HI" in r.stdout, r.stdout
+
+    # Out of service and back while its condition holds: the answer carries
+    # both events (IN_SERVICE, then RAISE again), and the alarm is active.
+    r = ctl("vic", "disable", "D1.L.HI")
+    assert r.returncode == 1 and "may not act on alarms of area pumps" in r.stderr, r
+    r = ctl("olga", "disable", "D1.L.HI")
+    assert r.returncode == 0, r.stderr
+    r = ctl("scadactl", "--json", "alarms")
+    assert [j["out_of_service"] for j in map(json.loads, r.stdout.splitlines())
+            if j["alarm"] == "D1.L.HI"] == [True], r.stdout
+    r = ctl("olga", "enable", "--comment", "back", "D1.L.HI")
+    assert r.returncode == 0, r.stderr
+    r = ctl("scadactl", "--json", "alarms")
+    states = {j["alarm"]: j["state"] for j in map(json.loads, r.stdout.splitlines())}
+    assert states["D1.L.HI"] == "unack-active", states
+    r = ctl("scadactl", "--json", "alarms", "--history", "--limit", "2")
+    last = [(j["event"], j["user"]) for j in map(json.loads, r.stdout.splitlines())]
+    assert last == [("in-service", "olga"), ("raise", "olga")], last
