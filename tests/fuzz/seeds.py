@@ -532,6 +532,105 @@ def clientreq_seeds():
     return seeds
 
 
+# ---------------------------------------------------------------- brokermsg
+
+def bmsg(kind, **kw):
+    updates = kw.pop("updates", ())
+    m = pb.BrokerMsg(kind=getattr(pb.BrokerMsg, kind), **kw)
+    for u in updates:
+        m.updates.add(**u)
+    return m
+
+
+def brokermsg_seeds():
+    API, TICK = 0x40, 0x80
+    sub = lambda page, pick: (API | 0, bytes([page, pick]))  # noqa: E731
+    seeds = {}
+    seeds["session"] = records(
+        sub(1, 0b11),                                       # id 1: T1, T2
+        (0, bmsg("SUBSCRIBED", id=1, page=1, tag_ids=[1, 2], base_ts=1700000000000,
+                 updates=[{"tag_id": 1, "number": 3.5, "ts": 5},
+                          {"tag_id": 2, "quality": pb.BAD_NO_COMM, "reason": "lost"}])),
+        (0, bmsg("UPDATES", base_ts=1700000001000, missed=5,
+                 updates=[{"tag_id": 1, "integer": 7},
+                          {"tag_id": 2, "quality": pb.BAD_NO_COMM, "same_reason": True},
+                          {"tag_id": 2, "quality": pb.BAD_NOT_ALLOWED,
+                           "reason": "user v (role viewer) may not read area a"}])),
+        (API | 2, bytes([0, 9])),                           # id 2: write T1 = 9
+        (0, bmsg("WRITTEN", id=2)),
+        (API | 2, bytes([1, 1])),                           # id 3: write T2 = 1
+        (0, bmsg("ERROR", id=3, error="user v (role viewer) may not write area a")),
+        (0, bmsg("HEARTBEAT")), (TICK, bytes([100])),
+        sub(2, 0b1100),                                     # id 4: U1, V1
+        (0, bmsg("ERROR", id=4, page=2, error="a page holds at most 10000 tags")),
+        (API | 1, bytes([1])), (0, bmsg("UNSUBSCRIBED", id=5, page=1)),
+        (TICK, bytes([250])), (TICK, bytes([250])))
+    seeds["garbage"] = records((0, b"\x08\x63\x10"), (0, b"\xff" * 9),
+                               (0, bmsg("UPDATES", updates=[{"tag_id": 0}])))
+    seeds["lost"] = records(sub(0, 0b111111), (API | 2, bytes([3, 1])),
+                            *[(TICK, bytes([255]))] * 8)
+    for kind in ("SUBSCRIBED", "UNSUBSCRIBED", "UPDATES", "WRITTEN", "HEARTBEAT", "ERROR",
+                 "EXISTS_REPLY", "RESOLVED_REPLY"):
+        seeds["kind_" + kind.lower()] = records(sub(3, 0b1), (0, bmsg(kind, id=1, page=3)))
+    return seeds
+
+
+# ---------------------------------------------------------------- alarmreq
+
+def areq(kind, id, **kw):
+    return pb.AlarmRequest(kind=getattr(pb.AlarmRequest, kind), id=id, **kw)
+
+
+def aval(tag, quality, value=None):
+    """A tag value record (selector 0x40): tag index, quality, double."""
+    body = bytes([tag, quality])
+    if value is not None:
+        body += struct.pack("<d", value)
+    return (0x40, body)
+
+
+def ebatch(io, *events):
+    b = pb.EventBatch()
+    for i, (kind, dev, state) in enumerate(events):
+        e = b.events.add(kind=getattr(pb.Event, kind), ioserver=io, ts_ms=1700000000000,
+                         seq=i + 1, channel="plant")
+        if dev:
+            e.device = dev
+        if state is not None:
+            e.device_state = state
+    return b
+
+
+def alarmreq_seeds():
+    T = 0x80
+    seeds = {}
+    seeds["session"] = records(
+        aval(0, 0, 90.0), (T, b"\x05"), aval(1, 0, 1.0), aval(3, 0, 60.0), (T, b"\x01"),
+        (0, areq("LIST", 1)), (1, areq("LIST", 2, area="tanks", max_priority=3)),
+        (0, areq("ACK", 3, alarms=["D1.L.HIHI", "D1.L.HI"], user="op", comment="seen")),
+        (2, areq("ACK", 4, area="pumps")),
+        (0, areq("SHELVE", 5, alarms=["D2.T.HI"], duration_ms=60000)),
+        (0, areq("OUT_OF_SERVICE", 6, alarms=["D1.TRIP.STATE"])),
+        aval(0, 2), (T, b"\x0a"), aval(0, 0, 10.0), (T, b"\x05"),
+        (0x20, ebatch("io1", ("DEVICE_STATE", "d1", 1), ("IO_TIMEOUT_RAISE", "d1", None))),
+        (0x21, ebatch("io2", ("DEVICE_STATE", "d2", 0))),
+        (0x10, pb.IoReply(id=1, status=pb.IoReply.OK)),
+        (T, b"\x14"), (0, areq("UNSHELVE", 7, alarms=["D2.T.HI"])),
+        (0, areq("IN_SERVICE", 8, alarms=["D1.TRIP.STATE"])),
+        (1, areq("HISTORY", 9, limit=5)), (2, areq("HISTORY", 10, alarms=["D1.L.HI"])))
+    seeds["refused"] = records(
+        (0, areq("ACK", 1)), (0, areq("SHELVE", 2, alarms=["D1.L.HI"])),
+        (0, areq("ACK", 3, alarms=["NO.SUCH.HI"])), (0, b"\xff\xfe"),
+        (0, areq("SHELVE", 4, alarms=["D1.L.HI"], duration_ms=1 << 60)))
+    seeds["nan"] = records(aval(0, 0, float("nan")), aval(0, 0, float("inf")), (T, b"\x09"),
+                           aval(4, 0, 1.0), aval(3, 6, 0.0), (0, areq("LIST", 1)))
+    for kind in ("LIST", "ACK", "SHELVE", "UNSHELVE", "OUT_OF_SERVICE", "IN_SERVICE",
+                 "HISTORY"):
+        seeds["kind_" + kind.lower()] = records(
+            (0, areq(kind, 1, alarms=["D1.L.HI"], duration_ms=1000)))
+    return seeds
+
+
 # ---------------------------------------------------------------- main
 
 def load_pb():
@@ -541,7 +640,8 @@ def load_pb():
 
 
 CORPORA = {"site": site_seeds, "rmsg": rmsg_seeds, "ioreq": ioreq_seeds,
-           "clientreq": clientreq_seeds}
+           "clientreq": clientreq_seeds, "brokermsg": brokermsg_seeds,
+           "alarmreq": alarmreq_seeds}
 
 
 def main(argv):
