@@ -883,11 +883,19 @@ class SilentNet:
         """A distinct host:port in the silent net for device number i."""
         return "%s.%d:%d" % (self.prefix, 1 + i % 250, 1502 + i // 250)
 
-    def syn_sent(self):
-        """Connection attempts to the silent net now in SYN-SENT."""
+    def _syn_sent_set(self):
         out = subprocess.run(["ss", "-tnH", "state", "syn-sent", "dst",
                               "%s.0/24" % self.prefix], capture_output=True, text=True).stdout
-        return sum(1 for line in out.splitlines() if line.strip())
+        return {tuple(line.split()[-2:]) for line in out.splitlines() if line.strip()}
+
+    def syn_sent(self):
+        """Connection attempts to the silent net in SYN-SENT, counted so the
+        figure never exceeds the real one: the kernel's socket dump is not a
+        snapshot (a socket closed and its successor opened while the dump
+        runs can both appear), so two dumps are taken back to back and only
+        sockets present in both are counted; those all existed at the moment
+        between the dumps."""
+        return len(self._syn_sent_set() & self._syn_sent_set())
 
     def remove(self):
         for rule in list(self.extra):
