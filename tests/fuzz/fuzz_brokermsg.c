@@ -15,10 +15,16 @@
     the client sends is read and checked to decode as a ClientRequest).
 
     Checked: every value a callback gets has a known quality, a tag name
-    and page the application subscribed, no value when it says none, and a
-    readable reason; each write's callback runs at most once; a frame that
-    does not decode or that s_validate() refuses counts as malformed and
-    reaches no callback; the stats never go down.
+    and page the application subscribed, no value when it says none, a
+    time not before the epoch, and a readable reason; tag id 0 only for a
+    tag the broker does not know (BAD_NOT_FOUND, no value) or after the
+    link was lost (BAD_NO_COMM); a name the broker does not know is reported
+    once per page while the page holds it; each write's callback runs at
+    most once, and a write is answered or pending, never past its deadline
+    after a tick; SUBSCRIBED only for a subscribed page, MISSED with a
+    positive count; a frame that does not decode or that s_validate()
+    refuses counts as malformed and reaches no callback; the stats never go
+    down.
 */
 #include "fuzz_util.h"
 
@@ -33,10 +39,30 @@ static char s_endpoint[96];
 
 typedef struct {
     bool subscribed[S_PAGES];
-    uint32_t tags_of[S_PAGES]; //  bit i: s_tag_names[i] is on the page
+    uint32_t tags_of[S_PAGES];   //  bit i: s_tag_names[i] is on the page
+    uint32_t not_found[S_PAGES]; //  bit i: reported as not found (by its first index)
     size_t writes, answered;
     size_t callbacks; //  value and write callbacks, any
 } s_run_t;
+
+//  The first index of a name in s_tag_names (duplicates count once).
+static int s_tag_index(const char *tag)
+{
+    for (int i = 0; i < S_TAGS; i++)
+        if (strcmp(tag, s_tag_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+//  The names of a pick, each by its first index.
+static uint32_t s_first_indexes(uint32_t pick)
+{
+    uint32_t out = 0;
+    for (int i = 0; i < S_TAGS; i++)
+        if (pick & (1u << i))
+            out |= 1u << s_tag_index(s_tag_names[i]);
+    return out;
+}
 
 static void s_on_value(scada_client_t *c, uint32_t page, const char *tag, uint32_t tag_id,
                        const scada_value_t *v, void *arg)
@@ -51,6 +77,17 @@ static void s_on_value(scada_client_t *c, uint32_t page, const char *tag, uint32
     fz_check(known, "a value for a tag the page does not hold");
     fz_check((unsigned)v->quality <= SCADA_Q_BAD_NOT_ALLOWED, "a value of an unknown quality");
     fz_check(v->has_value || v->value == 0, "no value, yet a value");
+    fz_check(v->ts_ms >= 0, "a time before the epoch");
+    if (tag_id == 0) {
+        fz_check(v->quality == SCADA_Q_BAD_NOT_FOUND || v->quality == SCADA_Q_BAD_NO_COMM,
+                 "tag id 0 for a tag neither unknown nor lost");
+        if (v->quality == SCADA_Q_BAD_NOT_FOUND) {
+            uint32_t bit = 1u << s_tag_index(tag);
+            fz_check(!v->has_value, "a tag not found, yet a value");
+            fz_check(!(run->not_found[page] & bit), "a tag not found reported twice");
+            run->not_found[page] |= bit;
+        }
+    }
     if (v->reason)
         (void)strlen(v->reason);
     if (fz_log)
@@ -74,7 +111,13 @@ static void s_on_write(scada_client_t *c, const char *tag, const char *error, vo
 static void s_on_event(scada_client_t *c, scada_client_event_t ev, uint32_t page, const char *text,
                        void *arg)
 {
+    s_run_t *run = (s_run_t *)arg;
     fz_check((unsigned)ev <= SCADA_CLIENT_MISSED, "an unknown event");
+    if (ev == SCADA_CLIENT_SUBSCRIBED)
+        fz_check(page < S_PAGES && run->subscribed[page], "SUBSCRIBED for a page not subscribed");
+    if (ev == SCADA_CLIENT_MISSED)
+        fz_check(text && strtoull(text, NULL, 10) > 0 && strspn(text, "0123456789") == strlen(text),
+                 "MISSED without its count");
     if (text)
         (void)strlen(text);
     if (fz_log)
@@ -132,6 +175,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (sel & 0x80) {
             fz_now_ms += 10 * (int64_t)(len ? rec[0] : 1);
             scada_client_tick(c, fz_now_ms);
+            for (s_write_t *w = (s_write_t *)zlistx_first(c->writes); w;
+                 w = (s_write_t *)zlistx_next(c->writes))
+                fz_check(w->deadline > fz_now_ms, "a write past its deadline not failed");
         } else if (sel & 0x40) {
             uint32_t page = len ? rec[0] % S_PAGES : 0;
             switch (sel & 3) {
@@ -145,13 +191,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                         names[n++] = s_tag_names[i];
                         run.tags_of[page] |= 1u << i;
                     }
+                //  A name the page keeps keeps its "not found".
+                run.not_found[page] &= s_first_indexes(run.tags_of[page]);
                 run.subscribed[page] = true;
                 scada_client_subscribe(c, page, names, n, s_on_value, &run);
                 break;
             }
             case 1:
-                if (scada_client_unsubscribe(c, page) == 0)
+                if (scada_client_unsubscribe(c, page) == 0) {
                     run.subscribed[page] = false;
+                    run.tags_of[page] = run.not_found[page] = 0;
+                }
                 break;
             case 2:
                 if (scada_client_write(c, s_tag_names[page], len > 1 ? rec[1] : 1, s_on_write,
@@ -175,6 +225,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             scada__broker_msg__free_unpacked(m, NULL);
             free(copy);
         }
+        fz_check(run.answered + zlistx_size(c->writes) == run.writes,
+                 "a write neither answered nor pending (or both)");
         scada_client_stats_t now = c->stats;
         fz_check(now.received >= before.received && now.malformed >= before.malformed &&
                      now.errors >= before.errors && now.missed >= before.missed,

@@ -624,11 +624,70 @@ def alarmreq_seeds():
         (0, areq("SHELVE", 4, alarms=["D1.L.HI"], duration_ms=1 << 60)))
     seeds["nan"] = records(aval(0, 0, float("nan")), aval(0, 0, float("inf")), (T, b"\x09"),
                            aval(4, 0, 1.0), aval(3, 6, 0.0), (0, areq("LIST", 1)))
+    # Through the service's broker client (page 1, SUBSCRIBE id 1: D1.L #1, D1.TRIP #2,
+    # D2.T #4); 0x81: time passes with the client's timer, 16 s of it loses the broker.
+    B, TC = 0x41, 0x81
+    seeds["broker"] = records(
+        (B, bmsg("SUBSCRIBED", id=1, page=1, tag_ids=[1, 2, 4], base_ts=1700000000000,
+                 updates=[{"tag_id": 1, "number": 97.0}, {"tag_id": 2, "integer": 1},
+                          {"tag_id": 4, "number": 10.0, "ts": 7}])),
+        (TC, b"\x05"),
+        (B, bmsg("UPDATES", base_ts=1700000000500,
+                 updates=[{"tag_id": 1, "number": 50.0},
+                          {"tag_id": 4, "quality": pb.BAD_NO_COMM, "reason": "lost"},
+                          {"tag_id": 2, "quality": pb.BAD_NO_COMM, "same_reason": True}])),
+        (0, areq("LIST", 1)), (B, bmsg("HEARTBEAT")), (TC, bytes([160])),
+        aval(0, 2), (0, areq("LIST", 2)), (TC, b"\x0a"),
+        (B, bmsg("UPDATES", missed=3, updates=[{"tag_id": 1, "number": 99.0}])),
+        (TC, b"\x05"), (B, bmsg("ERROR", id=9, error="no")),
+        (B, bmsg("SUBSCRIBED", id=1, page=1, tag_ids=[1])), (B, b"\x08\x63"),
+        (0, areq("ACK", 3, area="tanks", user="op")), (1, areq("HISTORY", 4)))
+    seeds["broker_lost"] = records(
+        (B, bmsg("SUBSCRIBED", id=1, page=1, tag_ids=[1, 2, 4],
+                 updates=[{"tag_id": 1, "number": 4.0}, {"tag_id": 4, "number": 60.0}])),
+        (TC, b"\x05"), (TC, bytes([200])), (TC, b"\x01"),
+        (B, bmsg("UPDATES", updates=[{"tag_id": 1, "number": 50.0}, {"tag_id": 4, "number": 1.0}])),
+        (TC, b"\x05"), (0, areq("LIST", 1)))
     for kind in ("LIST", "ACK", "SHELVE", "UNSHELVE", "OUT_OF_SERVICE", "IN_SERVICE",
                  "HISTORY"):
         seeds["kind_" + kind.lower()] = records(
             (0, areq(kind, 1, alarms=["D1.L.HI"], duration_ms=1000)))
     return seeds
+
+
+ALARM_IDS = ["D1.L.HIHI", "D1.L.HI", "D1.L.LO", "D1.L.LOLO", "D1.L.COMM", "D1.TRIP.STATE",
+             "D1.TRIP.COMM", "D2.T.HI", "io1.COMM", "io2.COMM", "io1.d1.COMM", "io2.d1.COMM",
+             "io2.d2.COMM", "io1.plant.d1.IO_TIMEOUT", "io2.plant.d1.IO_TIMEOUT",
+             "io2.plant.d2.IO_TIMEOUT", "ALARM.BROKER.COMM"]
+
+
+def write_dict(name, tokens, source):
+    """tokens: str or bytes -> tests/fuzz/dict/<name>.dict."""
+    out = ["# written by tests/fuzz/seeds.py from " + source]
+    for t in sorted(set(t if isinstance(t, bytes) else t.encode() for t in tokens)):
+        out.append('"%s"' % "".join(chr(c) if 32 <= c < 127 and chr(c) not in '\\"'
+                                    else "\\x%02x" % c for c in t))
+    path = os.path.join(HERE, "dict", name + ".dict")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n")
+
+
+def alarmreq_dict():
+    """The alarm ids, areas and names of fuzz_alarmreq's site, bare and as the
+    protobuf fields that carry them (the engine looks them up by hash, which
+    libFuzzer does not see compared)."""
+    tokens = [SEP]
+    for a in ALARM_IDS:
+        tokens += [a, pb.AlarmRequest(alarms=[a]).SerializePartialToString()]
+    for area in ("tanks", "pumps", "plant"):
+        tokens += [area, pb.AlarmRequest(area=area).SerializePartialToString()]
+    for io in ("io1", "io2"):
+        tokens += [io, pb.Event(ioserver=io).SerializePartialToString()]
+    for dev in ("d1", "d2"):
+        tokens.append(pb.Event(device=dev).SerializePartialToString())
+    tokens.append(pb.Event(channel="plant").SerializePartialToString())
+    write_dict("alarmreq", tokens, "the site of tests/fuzz/fuzz_alarmreq.c")
 
 
 # ---------------------------------------------------------------- main
@@ -655,6 +714,8 @@ def main(argv):
         write_corpus(n, CORPORA[n]())
         if n == "site":
             site_dict()
+        if n == "alarmreq":
+            alarmreq_dict()
 
 
 if __name__ == "__main__":
