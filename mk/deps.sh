@@ -7,7 +7,7 @@ pkgs=(
   libczmq-dev libzmq3-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
   libmodbus-dev libhiredis-dev libyaml-dev libcmocka-dev
   redis-server redis-tools socat iproute2 iptables procps valgrind tcpdump
-  python3 python3-pytest python3-pytest-timeout python3-zmq python3-protobuf python3-pymodbus python3-serial python3-redis python3-yaml
+  python3 python3-pytest python3-pytest-timeout python3-zmq python3-protobuf python3-pymodbus python3-serial python3-serial-asyncio python3-redis python3-yaml
 )
 missing=()
 for p in "${pkgs[@]}"; do
