@@ -15,6 +15,7 @@
 #include "ajournal.h"
 #include "alarm_eval.h"
 #include "mclock.h"
+#include "pubgate.h"
 #include "rzloop.h"
 #include "scada.pb-c.h"
 #include "scada_client.h"
@@ -81,6 +82,7 @@ struct _alarmsvc_t {
     char *name;
     zloop_t *loop;
     zsock_t *pub;
+    pubgate_t *gate; //  who may subscribe to pub
     zsock_t *control;
     sec_t *sec; //  CURVE (or plain, said at start)
     rzloop_t *redis;
@@ -1083,17 +1085,17 @@ static void s_redis_state(alarmsvc_t *self, const char *state)
         shelved += al->shelved;
         oos += al->out_of_service;
     }
-    rzloop_command(self->redis,
-                   "HSET %s state %s pid %d started_ms %lld updated_ms %lld alarms %llu active "
-                   "%llu unacked %llu shelved %llu out_of_service %llu events %llu seq %llu "
-                   "journal %s journal_errors %llu malformed %llu broker %s",
-                   self->prefix, state, (int)getpid(), (long long)self->started_wall,
-                   (long long)mclock_wall_ms(), (unsigned long long)self->nall,
-                   (unsigned long long)active, (unsigned long long)unacked,
-                   (unsigned long long)shelved, (unsigned long long)oos,
-                   (unsigned long long)self->events, (unsigned long long)self->seq,
-                   self->journal_path, (unsigned long long)self->journal_errors,
-                   (unsigned long long)self->malformed, self->blind ? "lost" : "up");
+    rzloop_command(
+        self->redis,
+        "HSET %s state %s pid %d started_ms %lld updated_ms %lld alarms %llu active "
+        "%llu unacked %llu shelved %llu out_of_service %llu events %llu seq %llu "
+        "journal %s journal_errors %llu malformed %llu broker %s subscribers_refused %llu",
+        self->prefix, state, (int)getpid(), (long long)self->started_wall,
+        (long long)mclock_wall_ms(), (unsigned long long)self->nall, (unsigned long long)active,
+        (unsigned long long)unacked, (unsigned long long)shelved, (unsigned long long)oos,
+        (unsigned long long)self->events, (unsigned long long)self->seq, self->journal_path,
+        (unsigned long long)self->journal_errors, (unsigned long long)self->malformed,
+        self->blind ? "lost" : "up", (unsigned long long)pubgate_refused(self->gate));
     rzloop_command(self->redis, "PEXPIRE %s %lld", self->prefix, (long long)s_ttl_ms(self));
 }
 
@@ -1228,6 +1230,32 @@ static void s_restore(alarmsvc_t *self)
                   unknown);
 }
 
+//  The gate of the event stream: the brokers are trusted; anyone else
+//  needs read on every area of the site's alarms.
+static void s_gate_new(alarmsvc_t *self)
+{
+    const site_t *site = self->site;
+    const char **trusted = (const char **)zmalloc((site->nbrokers + 1) * sizeof *trusted);
+    size_t ntrusted = 0;
+    if (site->nbrokers == 0)
+        trusted[ntrusted++] = site->default_broker.name;
+    for (size_t i = 0; i < site->nbrokers; i++)
+        trusted[ntrusted++] = site->brokers[i].name;
+    const char **areas = (const char **)zmalloc((self->nall + 1) * sizeof *areas);
+    size_t nareas = 0;
+    for (size_t i = 0; i < self->nall; i++) {
+        size_t k = 0;
+        while (k < nareas && strcmp(areas[k], self->all[i]->area) != 0)
+            k++;
+        if (k == nareas)
+            areas[nareas++] = self->all[i]->area;
+    }
+    self->gate =
+        pubgate_new(self->pub, site, "alarm publish socket", trusted, ntrusted, areas, nareas);
+    free(areas);
+    free(trusted);
+}
+
 alarmsvc_t *alarmsvc_new(site_t *site, const char *name)
 {
     alarmsvc_t *self = (alarmsvc_t *)zmalloc(sizeof *self);
@@ -1275,10 +1303,11 @@ alarmsvc_t *alarmsvc_new(site_t *site, const char *name)
         alarmsvc_destroy(&self);
         return NULL;
     }
-    self->pub = zsock_new(ZMQ_PUB);
+    self->pub = zsock_new(ZMQ_XPUB);
     zsock_set_sndhwm(self->pub, 100000);
     zsock_set_rcvhwm(self->pub, 100);
     zsock_set_maxmsgsize(self->pub, 1024);
+    s_gate_new(self);
     if (sec_server(self->sec, self->pub, "alarm publish socket", err, sizeof err) != 0 ||
         site_bind(self->pub, site->alarm.publish, err, sizeof err) < 0) {
         slog_error("alarm publish endpoint: %s", err);
@@ -1359,6 +1388,7 @@ void alarmsvc_destroy(alarmsvc_t **self_p)
         ajournal_sync(self->journal);
         ajournal_close(&self->journal);
     }
+    pubgate_destroy(&self->gate);
     zsock_destroy(&self->pub);
     zsock_destroy(&self->control);
     zhashx_destroy(&self->alarms);
@@ -1380,6 +1410,7 @@ void alarmsvc_actor(zsock_t *pipe, void *engine)
     zloop_set_nonstop(self->loop, true);
     zloop_reader(self->loop, pipe, s_on_pipe, self);
     zloop_reader(self->loop, self->control, s_on_control, self);
+    pubgate_attach(self->gate, self->loop);
     zloop_reader_set_tolerant(self->loop, self->control);
     sec_attach(self->sec, self->loop);
     s_ios_ref_t *refs = (s_ios_ref_t *)zmalloc((self->nios + 1) * sizeof *refs);

@@ -22,6 +22,7 @@
 #include "mbplan.h"
 #include "mbtcp.h"
 #include "mclock.h"
+#include "pubgate.h"
 #include "reply_deadline.h"
 #include "rzloop.h"
 #include "scada.pb-c.h"
@@ -198,6 +199,7 @@ struct _ioserver_t {
     site_ioserver_t *cfg;
     zloop_t *loop;
     zsock_t *pub;
+    pubgate_t *gate; //  who may subscribe to pub
     zsock_t *control;
     rzloop_t *redis;
     cw_t *cw;
@@ -2323,6 +2325,36 @@ static void s_reply_state(ioserver_t *self, zmsg_t *envelope, uint64_t id)
     free(ptrs);
 }
 
+//  The gate of the publish socket: trusted are the brokers and the alarm
+//  service; anyone else needs read on every plant area of our tags.
+static void s_gate_new(ioserver_t *self)
+{
+    const site_t *site = self->site;
+    const char **trusted = (const char **)zmalloc((site->nbrokers + 2) * sizeof *trusted);
+    size_t ntrusted = 0;
+    if (site->nbrokers == 0)
+        trusted[ntrusted++] = site->default_broker.name;
+    for (size_t i = 0; i < site->nbrokers; i++)
+        trusted[ntrusted++] = site->brokers[i].name;
+    trusted[ntrusted++] = "alarm";
+    zlistx_t *areas = zlistx_new();
+    zlistx_set_comparator(areas, (zlistx_comparator_fn *)strcmp);
+    for (size_t i = 0; i < self->ndevices; i++)
+        for (size_t t = 0; t < self->devices[i].cfg->ntags; t++) {
+            const char *area = self->devices[i].cfg->tags[t].plant_area;
+            if (area && !zlistx_find(areas, (void *)area))
+                zlistx_add_end(areas, (void *)area);
+        }
+    const char **av = (const char **)zmalloc((zlistx_size(areas) + 1) * sizeof *av);
+    size_t nareas = 0;
+    for (const char *a = (const char *)zlistx_first(areas); a; a = (const char *)zlistx_next(areas))
+        av[nareas++] = a;
+    self->gate = pubgate_new(self->pub, site, "publish socket", trusted, ntrusted, av, nareas);
+    free(av);
+    zlistx_destroy(&areas);
+    free(trusted);
+}
+
 static char *s_status_json(ioserver_t *self)
 {
     int64_t now = mclock_mono_ms();
@@ -2336,7 +2368,7 @@ static char *s_status_json(ioserver_t *self)
         "\"bad_requests\":%llu,\"writes_ok\":%llu,\"writes_failed\":%llu,\"redis_dropped\":%llu,"
         "\"requests\":%llu,\"replies\":%llu,\"tag_reads\":%llu,\"tags_active\":%llu,"
         "\"brokers\":%llu,\"subscribes\":%llu,\"unsubscribes\":%llu,\"resyncs\":%llu,"
-        "\"probes\":%llu}",
+        "\"probes\":%llu,\"subscribers_refused\":%llu}",
         self->cfg->name, self->ndevices, s_online_count(self), st.in_flight, st.queued,
         st.starved ? "true" : "false", (long long)st.dead_lag_ms, (unsigned long long)st.attempts,
         (unsigned long long)st.timeouts, (unsigned long long)self->values_published,
@@ -2347,7 +2379,7 @@ static char *s_status_json(ioserver_t *self)
         (unsigned long long)self->tag_reads, (unsigned long long)self->tags_active,
         (unsigned long long)s_broker_count(self), (unsigned long long)self->subscribes,
         (unsigned long long)self->unsubscribes, (unsigned long long)self->resyncs,
-        (unsigned long long)self->probes);
+        (unsigned long long)self->probes, (unsigned long long)pubgate_refused(self->gate));
 }
 
 //  What a control request lacks whatever the engine's state (the fields its
@@ -2786,10 +2818,14 @@ ioserver_t *ioserver_new(site_t *site, const char *name)
         ioserver_destroy(&self);
         return NULL;
     }
-    self->pub = zsock_new(ZMQ_PUB);
+    //  An XPUB whose subscriptions the gate decides (pubgate.h): the
+    //  brokers and the alarm service always, anyone else only when their
+    //  role reads every plant area of this I/O server's tags.
+    self->pub = zsock_new(ZMQ_XPUB);
     zsock_set_sndhwm(self->pub, 1000);
     zsock_set_rcvhwm(self->pub, 100);
     zsock_set_maxmsgsize(self->pub, 1024);
+    s_gate_new(self);
     if (sec_server(self->sec, self->pub, "publish socket", err, sizeof err) != 0 ||
         site_bind(self->pub, self->cfg->publish, err, sizeof err) < 0) {
         slog_error("publish endpoint: %s", err);
@@ -2880,6 +2916,7 @@ void ioserver_destroy(ioserver_t **self_p)
     free(self->batch);
     free(self->batch_ptrs);
     cw_destroy(&self->cw);
+    pubgate_destroy(&self->gate);
     zsock_destroy(&self->pub);
     zsock_destroy(&self->control);
     zsock_destroy(&self->resolver);
@@ -2925,6 +2962,7 @@ void ioserver_actor(zsock_t *pipe, void *engine)
     zloop_set_nonstop(self->loop, true);
     zloop_reader(self->loop, pipe, s_on_pipe, self);
     zloop_reader(self->loop, self->control, s_on_control, self);
+    pubgate_attach(self->gate, self->loop);
     zloop_reader_set_tolerant(self->loop, self->control);
     zloop_reader(self->loop, self->resolver, s_on_resolver, self);
     zloop_reader_set_tolerant(self->loop, self->resolver);
