@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import time
 
 import pytest
 
@@ -292,3 +293,86 @@ def test_alarm_actions_follow_the_roles(env, tmp_path):
     r = ctl("scadactl", "--json", "alarms", "--history", "--limit", "2")
     last = [(j["event"], j["user"]) for j in map(json.loads, r.stdout.splitlines())]
     assert last == [("in-service", "olga"), ("raise", "olga")], last
+
+
+def test_publish_sockets_follow_the_roles(env, tmp_path):
+    """The I/O server's value stream and the alarm service's event stream
+    carry every area, so they go only to the brokers, the alarm service and
+    certificates whose role reads every area there: a viewer that subscribes
+    directly gets nothing (and is counted and logged), an operator that
+    reads everything gets the stream, and the refused one leaving changes
+    nothing for the others."""
+    import zmq
+    import redis
+    keys = str(tmp_path / "keys")
+    port = env.free_ports(2)
+    io = env.ioserver_cfg("io1")
+
+    def dev(name, port, area):
+        return {"name": name, "address": "127.0.0.1:%d" % port, "servers": ["io1"],
+                "scan_ms": 200, "area": area,
+                "tags": [{"name": name.upper() + ".L", "address": "hr:0", "type": "uint16",
+                          "sim": {"kind": "ramp", "min": 60, "max": 90, "period_ms": 2000},
+                          "alarms": {"hi": 50}}]}
+    top = env.pubsub_top()
+    alarm = env.alarm_top()
+    site = env.site([io], [{"name": "net", "type": "network",
+                            "devices": [dev("d1", port, "pumps"), dev("d2", port + 1, "tanks")]}],
+                    ping_time_ms=PING_MS, alarm=alarm, security=dict(ROLES, keys=keys), **top)
+    assert env.scadactl(site, "keygen", "olga", "vic").returncode == 0
+    me = (keys, "scadactl")
+    env.start_devsim(site, keys=me)
+    env.start_resolver(site, top["resolver"]["endpoint"])
+    iosrv = env.start_ioserver(site, io, keys=me)
+    env.start_broker(site, "b1", top["brokers"][0]["endpoint"])
+    alarmsvc = env.start_alarm(site, alarm["control"])
+
+    ctx = zmq.Context.instance()
+
+    def sub(user, peer, endpoint, topic):
+        s = ctx.socket(zmq.SUB)
+        s.setsockopt(zmq.LINGER, 0)
+        H.curve_client(s, (keys, user), peer)
+        s.setsockopt(zmq.SUBSCRIBE, topic)
+        s.connect(endpoint)
+        return s
+
+    def got(s, ms):
+        n = 0
+        while s.poll(ms):
+            s.recv_multipart()
+            n += 1
+            ms = 0
+        return n
+
+    # The value stream of io1 (areas pumps and tanks).
+    olga_v = sub("olga", "io1", io["publish"], b"V")
+    vic_v = sub("vic", "io1", io["publish"], b"V")
+    assert olga_v.poll(10000), "olga (read *) got no values from io1"
+    assert got(olga_v, 500) >= 1
+    assert got(vic_v, 3000) == 0, "vic (read pumps) got io1's values of area tanks"
+    wait_until(lambda: 'publish socket refused a subscriber: certificate "vic" (role viewer) '
+               'may not read area "tanks"' in open(iosrv.log_path).read(), 5,
+               what="io1 logs the refused subscriber")
+    assert iosrv.status()["subscribers_refused"] == 1
+    # vic leaving (its unsubscription) does not end olga's stream.
+    vic_v.close()
+    got(olga_v, 0)
+    assert olga_v.poll(3000) and got(olga_v, 500) >= 1, "olga's values stopped when vic left"
+
+    # The alarm events (areas pumps and tanks).
+    olga_a = sub("olga", "alarm", alarm["publish"], b"")
+    vic_a = sub("vic", "alarm", alarm["publish"], b"")
+    red = redis.Redis(port=env.redis.port, decode_responses=True)
+    key = "scada:%s:alarm" % env.site_name
+    wait_until(lambda: red.hget(key, "subscribers_refused") == "1", 10,
+               what="the alarm service counts vic's refused subscription")
+    assert 'alarm publish socket refused a subscriber: certificate "vic" (role viewer)' in \
+        open(alarmsvc.log_path).read()
+    time.sleep(0.5)  # olga's subscription is taken before the event
+    r = env.scadactl(site, "--cert", os.path.join(keys, "olga.key"), "ack", "D1.L.HI")
+    assert r.returncode == 0, r.stderr
+    assert olga_a.poll(5000), "olga got no alarm event after the acknowledgement"
+    assert got(vic_a, 2000) == 0, "vic got the alarm stream of area tanks"
+    for s in (olga_v, olga_a, vic_a):
+        s.close()
