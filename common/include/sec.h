@@ -9,6 +9,11 @@
     not there (never was, or was removed: revoked) is refused at the
     handshake, and nothing it sends arrives.
 
+    The process's authenticator (a ZAP handler in its own thread) lets in a
+    key that is in DIR/public/, with its certificate's `name` as metadata
+    and the key as User-Id; on a socket with a gate (sec_server_gated) the
+    gate must let that name in too.
+
     A socket that binds is a CURVE server with the process's certificate; a
     socket that connects is a CURVE client that knows its peer's public key
     (DIR/PEER.key), so a peer with the wrong key is refused too. Refused
@@ -19,6 +24,7 @@
 #ifndef SEC_H_INCLUDED
 #define SEC_H_INCLUDED
 
+#include "pubgate.h"
 #include "site.h"
 
 #include <czmq.h>
@@ -49,6 +55,12 @@ const char *sec_dir(const sec_t *self);
 //  Make `sock` a CURVE server with this process's certificate; call before
 //  bind. `what` names it in logs ("control socket"). 0, or -1 and err.
 int sec_server(sec_t *self, zsock_t *sock, const char *what, char *err, size_t errlen);
+
+//  sec_server(), and only peers `gate` lets in may connect (pubgate.h): a
+//  peer it refuses fails the handshake. `gate` must outlive `self`; NULL is
+//  sec_server(). Plain sites: nothing, as sec_server().
+int sec_server_gated(sec_t *self, zsock_t *sock, const char *what, pubgate_t *gate, char *err,
+                     size_t errlen);
 
 //  Make `sock` a CURVE client of process `peer` (its public key from
 //  DIR/<peer>.key); call before connect. 0, or -1 and err. `what` NULL:

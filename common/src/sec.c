@@ -3,6 +3,7 @@
 #include "sec.h"
 
 #include "mclock.h"
+#include "pubgate.h"
 #include "slog.h"
 
 #include <ctype.h>
@@ -20,6 +21,7 @@ typedef struct {
     bool server;
     char what[96];       //  "control socket", "SUB to io1"
     char peer[64];       //  clients: the peer's name
+    bool gated;          //  servers: a pubgate decides who may connect
     bool failing;        //  the last handshake failed
     uint64_t count;      //  refusals not logged yet
     int64_t logged;      //  mono ms of the last log line
@@ -27,12 +29,19 @@ typedef struct {
     uint16_t last_event; //  the failure last counted
 } s_watch_t;
 
+//  The authenticator's start: its key directory, and whether it failed.
+typedef struct {
+    char *dir;
+    bool failed;
+} s_auth_args_t;
+
 struct _sec_t {
     bool plain;
     char *dir;
     char *identity;
     zcert_t *cert;
-    zactor_t *auth; //  zauth, started by the first server socket
+    zactor_t *auth;          //  the ZAP authenticator, started by the first server socket
+    s_auth_args_t auth_args; //  what the actor reads, and says back
     zlistx_t *watches;
     zloop_t *loop;
     uint64_t refused;
@@ -148,6 +157,7 @@ void sec_destroy(sec_t **self_p)
         return;
     zlistx_destroy(&self->watches);
     zactor_destroy(&self->auth);
+    free(self->auth_args.dir);
     zcert_destroy(&self->cert);
     free(self->dir);
     free(self->identity);
@@ -227,7 +237,10 @@ static int s_on_event(zloop_t *loop, zsock_t *sock, void *arg)
                           ? "its key is not allowed (not in the key directory's public/, or "
                             "revoked)"
                           : "it failed the CURVE handshake (no CURVE, or a wrong server key)",
-                      "");
+                      event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH && w->gated
+                          ? ", or its role may not read what this socket carries (the "
+                            "socket's own line says which)"
+                          : "");
         else
             slog_warn("%s: %s at %s refused us%s: our key is not allowed there, or %s/%s.key "
                       "is not its key",
@@ -239,7 +252,8 @@ static int s_on_event(zloop_t *loop, zsock_t *sock, void *arg)
     return 0;
 }
 
-static void s_watch(sec_t *self, zsock_t *sock, bool server, const char *what, const char *peer)
+static s_watch_t *s_watch(sec_t *self, zsock_t *sock, bool server, const char *what,
+                          const char *peer)
 {
     char ep[96];
     snprintf(ep, sizeof ep, "inproc://sec-%p-%d", (void *)self, ++self->seq);
@@ -249,7 +263,7 @@ static void s_watch(sec_t *self, zsock_t *sock, bool server, const char *what, c
                 ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_SUCCEEDED) != 0) {
         slog_warn("%s: handshakes cannot be watched (%s): refusals are not logged", what,
                   zmq_strerror(errno));
-        return;
+        return NULL;
     }
     s_watch_t *w = (s_watch_t *)zmalloc(sizeof *w);
     w->owner = self;
@@ -260,11 +274,12 @@ static void s_watch(sec_t *self, zsock_t *sock, bool server, const char *what, c
     if (!w->events || zsock_connect(w->events, "%s", ep) != 0) {
         zsock_destroy(&w->events);
         free(w);
-        return;
+        return NULL;
     }
     zlistx_add_end(self->watches, w);
     if (self->loop)
         zloop_reader(self->loop, w->events, s_on_event, w);
+    return w;
 }
 
 void sec_attach(sec_t *self, zloop_t *loop)
@@ -276,9 +291,174 @@ void sec_attach(sec_t *self, zloop_t *loop)
 }
 
 //  --------------------------------------------------------------------------
+//  The authenticator: a ZAP handler (RFC 27) in its own thread, like czmq's
+//  zauth, that also knows gates. A CURVE client whose public key is in
+//  DIR/public/ (czmq's certificate store, which sees keys added and removed)
+//  is let in with its certificate's metadata (`name`) and its key as
+//  User-Id; on a socket whose ZAP domain names a gate, the gate must let
+//  that name in too. Everything else is refused (400).
+
+typedef struct {
+    char *domain;
+    pubgate_t *gate;
+} s_gate_ref_t;
+
+//  Add one metadata property (ZMTP 3 encoding) to buf; false if it does not fit.
+static bool s_add_property(zchunk_t *buf, const char *name, const char *value)
+{
+    size_t nlen = strlen(name), vlen = strlen(value);
+    if (nlen > 255 || vlen > 0x7fffffff)
+        return false;
+    uint8_t head[5];
+    head[0] = (uint8_t)nlen;
+    zchunk_extend(buf, head, 1);
+    zchunk_extend(buf, name, nlen);
+    head[0] = (uint8_t)(vlen >> 24);
+    head[1] = (uint8_t)(vlen >> 16);
+    head[2] = (uint8_t)(vlen >> 8);
+    head[3] = (uint8_t)vlen;
+    zchunk_extend(buf, head, 4);
+    zchunk_extend(buf, value, vlen);
+    return true;
+}
+
+static void s_zap_reply(zsock_t *handler, const char *seq, const char *code, const char *text,
+                        const char *user_id, zchunk_t *meta)
+{
+    zmsg_t *msg = zmsg_new();
+    zmsg_addstr(msg, "1.0");
+    zmsg_addstr(msg, seq ? seq : "");
+    zmsg_addstr(msg, code);
+    zmsg_addstr(msg, text);
+    zmsg_addstr(msg, user_id ? user_id : "");
+    zmsg_addmem(msg, meta ? zchunk_data(meta) : NULL, meta ? zchunk_size(meta) : 0);
+    zmsg_send(&msg, handler);
+}
+
+static void s_zap_request(zsock_t *handler, zcertstore_t *store, zlistx_t *gates)
+{
+    zmsg_t *req = zmsg_recv(handler);
+    if (!req)
+        return;
+    char *version = zmsg_popstr(req);
+    char *seq = zmsg_popstr(req);
+    char *domain = zmsg_popstr(req);
+    char *address = zmsg_popstr(req);
+    char *identity = zmsg_popstr(req);
+    char *mechanism = zmsg_popstr(req);
+    zframe_t *cred = zmsg_pop(req);
+    zmsg_destroy(&req);
+    if (!version || strcmp(version, "1.0") != 0 || !mechanism || strcmp(mechanism, "CURVE") != 0 ||
+        !cred || zframe_size(cred) != 32) {
+        s_zap_reply(handler, seq, "400", "CURVE only", NULL, NULL);
+    } else {
+        char key[41];
+        zmq_z85_encode(key, zframe_data(cred), 32);
+        zcert_t *cert = zcertstore_lookup(store, key);
+        pubgate_t *gate = NULL;
+        for (s_gate_ref_t *g = (s_gate_ref_t *)zlistx_first(gates); g && domain;
+             g = (s_gate_ref_t *)zlistx_next(gates))
+            if (strcmp(g->domain, domain) == 0)
+                gate = g->gate;
+        if (!cert)
+            s_zap_reply(handler, seq, "400", "No access", NULL, NULL);
+        else if (gate && !pubgate_check(gate, zcert_meta(cert, "name")))
+            s_zap_reply(handler, seq, "400", "Not allowed on this socket", NULL, NULL);
+        else {
+            zchunk_t *meta = zchunk_new(NULL, 256);
+            zlist_t *keys = zcert_meta_keys(cert);
+            for (const char *k = (const char *)zlist_first(keys); k;
+                 k = (const char *)zlist_next(keys)) {
+                const char *v = zcert_meta(cert, k);
+                if (v)
+                    s_add_property(meta, k, v);
+            }
+            zlist_destroy(&keys);
+            s_zap_reply(handler, seq, "200", "OK", key, meta);
+            zchunk_destroy(&meta);
+        }
+    }
+    zframe_destroy(&cred);
+    free(version);
+    free(seq);
+    free(domain);
+    free(address);
+    free(identity);
+    free(mechanism);
+}
+
+//  The actor. Args: s_auth_args_t. Commands: "GATE" domain
+//  pointer (answered with a signal), "$TERM".
+static void s_authenticator(zsock_t *pipe, void *args)
+{
+    s_auth_args_t *start = (s_auth_args_t *)args;
+    zsock_t *handler = zsock_new(ZMQ_REP);
+    if (!handler || zsock_bind(handler, "inproc://zeromq.zap.01") != 0) {
+        //  Another handler in this process: without ours, libzmq would let
+        //  every key in, so the caller stops.
+        zsock_destroy(&handler);
+        start->failed = true;
+        zsock_signal(pipe, 1);
+        return;
+    }
+    zcertstore_t *store = zcertstore_new(start->dir);
+    zlistx_t *gates = zlistx_new();
+    zsock_signal(pipe, 0);
+    zpoller_t *poller = zpoller_new(pipe, handler, NULL);
+    while (true) {
+        zsock_t *which = (zsock_t *)zpoller_wait(poller, -1);
+        if (which == handler) {
+            s_zap_request(handler, store, gates);
+            continue;
+        }
+        if (which != pipe)
+            break; //  interrupted
+        zmsg_t *msg = zmsg_recv(pipe);
+        if (!msg)
+            break;
+        char *cmd = zmsg_popstr(msg);
+        bool term = !cmd || strcmp(cmd, "$TERM") == 0;
+        if (cmd && strcmp(cmd, "GATE") == 0) {
+            s_gate_ref_t *g = (s_gate_ref_t *)zmalloc(sizeof *g);
+            g->domain = zmsg_popstr(msg);
+            zframe_t *ptr = zmsg_pop(msg);
+            if (ptr && zframe_size(ptr) == sizeof g->gate)
+                memcpy(&g->gate, zframe_data(ptr), sizeof g->gate);
+            zframe_destroy(&ptr);
+            if (g->domain && g->gate)
+                zlistx_add_end(gates, g);
+            else {
+                free(g->domain);
+                free(g);
+            }
+            zsock_signal(pipe, 0);
+        }
+        free(cmd);
+        zmsg_destroy(&msg);
+        if (term)
+            break;
+    }
+    for (s_gate_ref_t *g = (s_gate_ref_t *)zlistx_first(gates); g;
+         g = (s_gate_ref_t *)zlistx_next(gates)) {
+        free(g->domain);
+        free(g);
+    }
+    zlistx_destroy(&gates);
+    zpoller_destroy(&poller);
+    zcertstore_destroy(&store);
+    zsock_destroy(&handler);
+}
+
+//  --------------------------------------------------------------------------
 //  Sockets
 
 int sec_server(sec_t *self, zsock_t *sock, const char *what, char *err, size_t errlen)
+{
+    return sec_server_gated(self, sock, what, NULL, err, errlen);
+}
+
+int sec_server_gated(sec_t *self, zsock_t *sock, const char *what, pubgate_t *gate, char *err,
+                     size_t errlen)
 {
     if (self->plain)
         return 0;
@@ -291,20 +471,33 @@ int sec_server(sec_t *self, zsock_t *sock, const char *what, char *err, size_t e
             free(pub);
             return -1;
         }
-        self->auth = zactor_new(zauth, NULL);
-        if (!self->auth) {
-            snprintf(err, errlen, "cannot start the authenticator");
-            free(pub);
+        self->auth_args.dir = pub;
+        self->auth_args.failed = false;
+        self->auth = zactor_new(s_authenticator, &self->auth_args);
+        if (!self->auth || self->auth_args.failed) {
+            zactor_destroy(&self->auth);
+            zstr_free(&self->auth_args.dir);
+            snprintf(err, errlen,
+                     "cannot start the authenticator (another ZAP handler runs in this process)");
             return -1;
         }
-        zstr_sendx(self->auth, "CURVE", pub, NULL);
+    }
+    char domain[64] = "scada";
+    if (gate) {
+        snprintf(domain, sizeof domain, "scada-gate-%d", ++self->seq);
+        zmsg_t *msg = zmsg_new();
+        zmsg_addstr(msg, "GATE");
+        zmsg_addstr(msg, domain);
+        zmsg_addmem(msg, &gate, sizeof gate);
+        zmsg_send(&msg, self->auth);
         zsock_wait(self->auth);
-        free(pub);
     }
     zcert_apply(self->cert, sock);
     zsock_set_curve_server(sock, 1);
-    zsock_set_zap_domain(sock, "scada");
-    s_watch(self, sock, true, what, NULL);
+    zsock_set_zap_domain(sock, domain);
+    s_watch_t *w = s_watch(self, sock, true, what, NULL);
+    if (w)
+        w->gated = gate != NULL;
     return 0;
 }
 

@@ -82,7 +82,9 @@ struct _alarmsvc_t {
     char *name;
     zloop_t *loop;
     zsock_t *pub;
-    pubgate_t *gate; //  who may subscribe to pub
+    pubgate_t *gate;          //  who may subscribe to pub
+    int64_t malformed_logged; //  mono ms of the last "malformed request" line
+    uint64_t malformed_quiet; //  malformed requests since, not logged
     zsock_t *control;
     sec_t *sec; //  CURVE (or plain, said at start)
     rzloop_t *redis;
@@ -1044,8 +1046,17 @@ static int s_on_control(zloop_t *loop, zsock_t *sock, void *arg)
         }
         if (!req) {
             self->malformed++;
-            slog_warn("control: malformed request dropped (%llu so far)",
-                      (unsigned long long)self->malformed);
+            //  At most one line a second, whatever a hostile peer sends.
+            int64_t now = mclock_mono_ms();
+            if (now - self->malformed_logged >= 1000) {
+                slog_warn("control: malformed request dropped (%llu so far, %llu not logged "
+                          "since the last such line)",
+                          (unsigned long long)self->malformed,
+                          (unsigned long long)self->malformed_quiet);
+                self->malformed_logged = now;
+                self->malformed_quiet = 0;
+            } else
+                self->malformed_quiet++;
             s_reply_error(self, rid, 0, "malformed request: not a scada.AlarmRequest");
             continue;
         }
@@ -1250,8 +1261,7 @@ static void s_gate_new(alarmsvc_t *self)
         if (k == nareas)
             areas[nareas++] = self->all[i]->area;
     }
-    self->gate =
-        pubgate_new(self->pub, site, "alarm publish socket", trusted, ntrusted, areas, nareas);
+    self->gate = pubgate_new(site, "alarm publish socket", trusted, ntrusted, areas, nareas);
     free(areas);
     free(trusted);
 }
@@ -1303,12 +1313,13 @@ alarmsvc_t *alarmsvc_new(site_t *site, const char *name)
         alarmsvc_destroy(&self);
         return NULL;
     }
-    self->pub = zsock_new(ZMQ_XPUB);
+    self->pub = zsock_new(ZMQ_PUB);
     zsock_set_sndhwm(self->pub, 100000);
     zsock_set_rcvhwm(self->pub, 100);
     zsock_set_maxmsgsize(self->pub, 1024);
     s_gate_new(self);
-    if (sec_server(self->sec, self->pub, "alarm publish socket", err, sizeof err) != 0 ||
+    if (sec_server_gated(self->sec, self->pub, "alarm publish socket", self->gate, err,
+                         sizeof err) != 0 ||
         site_bind(self->pub, site->alarm.publish, err, sizeof err) < 0) {
         slog_error("alarm publish endpoint: %s", err);
         alarmsvc_destroy(&self);
@@ -1384,11 +1395,11 @@ void alarmsvc_destroy(alarmsvc_t **self_p)
     }
     free(self->ios);
     sec_destroy(&self->sec);
+    pubgate_destroy(&self->gate); //  after the authenticator that asks it
     if (self->journal) {
         ajournal_sync(self->journal);
         ajournal_close(&self->journal);
     }
-    pubgate_destroy(&self->gate);
     zsock_destroy(&self->pub);
     zsock_destroy(&self->control);
     zhashx_destroy(&self->alarms);
@@ -1410,7 +1421,6 @@ void alarmsvc_actor(zsock_t *pipe, void *engine)
     zloop_set_nonstop(self->loop, true);
     zloop_reader(self->loop, pipe, s_on_pipe, self);
     zloop_reader(self->loop, self->control, s_on_control, self);
-    pubgate_attach(self->gate, self->loop);
     zloop_reader_set_tolerant(self->loop, self->control);
     sec_attach(self->sec, self->loop);
     s_ios_ref_t *refs = (s_ios_ref_t *)zmalloc((self->nios + 1) * sizeof *refs);

@@ -299,9 +299,9 @@ def test_publish_sockets_follow_the_roles(env, tmp_path):
     """The I/O server's value stream and the alarm service's event stream
     carry every area, so they go only to the brokers, the alarm service and
     certificates whose role reads every area there: a viewer that subscribes
-    directly gets nothing (and is counted and logged), an operator that
-    reads everything gets the stream, and the refused one leaving changes
-    nothing for the others."""
+    directly fails the handshake and gets nothing (and is counted and
+    logged), an operator that reads everything gets the stream, and the
+    refused one leaving changes nothing for the others."""
     import zmq
     import redis
     keys = str(tmp_path / "keys")
@@ -351,10 +351,10 @@ def test_publish_sockets_follow_the_roles(env, tmp_path):
     assert olga_v.poll(10000), "olga (read *) got no values from io1"
     assert got(olga_v, 500) >= 1
     assert got(vic_v, 3000) == 0, "vic (read pumps) got io1's values of area tanks"
-    wait_until(lambda: 'publish socket refused a subscriber: certificate "vic" (role viewer) '
+    wait_until(lambda: 'publish socket refused a peer: certificate "vic" (role viewer) '
                'may not read area "tanks"' in open(iosrv.log_path).read(), 5,
                what="io1 logs the refused subscriber")
-    assert iosrv.status()["subscribers_refused"] == 1
+    assert iosrv.status()["subscribers_refused"] >= 1
     # vic leaving (its unsubscription) does not end olga's stream.
     vic_v.close()
     got(olga_v, 0)
@@ -365,9 +365,9 @@ def test_publish_sockets_follow_the_roles(env, tmp_path):
     vic_a = sub("vic", "alarm", alarm["publish"], b"")
     red = redis.Redis(port=env.redis.port, decode_responses=True)
     key = "scada:%s:alarm" % env.site_name
-    wait_until(lambda: red.hget(key, "subscribers_refused") == "1", 10,
+    wait_until(lambda: int(red.hget(key, "subscribers_refused") or 0) >= 1, 10,
                what="the alarm service counts vic's refused subscription")
-    assert 'alarm publish socket refused a subscriber: certificate "vic" (role viewer)' in \
+    assert 'alarm publish socket refused a peer: certificate "vic" (role viewer)' in \
         open(alarmsvc.log_path).read()
     time.sleep(0.5)  # olga's subscription is taken before the event
     r = env.scadactl(site, "--cert", os.path.join(keys, "olga.key"), "ack", "D1.L.HI")

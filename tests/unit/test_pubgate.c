@@ -1,5 +1,6 @@
-/*  Unit tests of pubgate: who may subscribe to a publish socket, decided by
-    the certificate name the CURVE handshake attached, on real TCP sockets. */
+/*  Unit tests of pubgate (who may connect to a publish socket, by the
+    certificate's name and role) and of the authenticator of sec that asks
+    it during the CURVE handshake, on real TCP sockets. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -76,9 +77,8 @@ static void test_allows(void **state)
 {
     (void)state;
     site_t *site = s_site(s_roles_site);
-    zsock_t *xpub = zsock_new(ZMQ_XPUB);
-    pubgate_t *gate = pubgate_new(xpub, site, "publish socket", s_trusted, 1, s_areas, 2);
-    char why[300] = "";
+    pubgate_t *gate = pubgate_new(site, "publish socket", s_trusted, 1, s_areas, 2);
+    char why[400] = "";
     assert_true(pubgate_allows(gate, "b1", why, sizeof why));   //  trusted, no role needed
     assert_true(pubgate_allows(gate, "olga", why, sizeof why)); //  reads "*"
     assert_false(pubgate_allows(gate, "vic", why, sizeof why)); //  pumps only
@@ -87,20 +87,24 @@ static void test_allows(void **state)
     assert_non_null(strstr(why, "certificate \"sam\" has no role"));
     assert_false(pubgate_allows(gate, NULL, why, sizeof why));
     assert_non_null(strstr(why, "no name"));
+    //  allows() counts nothing; check() counts.
+    assert_int_equal(pubgate_refused(gate), 0);
+    assert_false(pubgate_check(gate, "vic"));
+    assert_false(pubgate_check(gate, "vic"));
+    assert_true(pubgate_check(gate, "olga"));
+    assert_int_equal(pubgate_refused(gate), 2);
+    assert_int_equal(pubgate_accepted(gate), 1);
     pubgate_destroy(&gate);
     assert_null(gate);
     pubgate_destroy(&gate); //  tolerated
-    zsock_destroy(&xpub);
     site_destroy(&site);
 
     //  A site without roles: everyone may.
     site = s_site(s_open_site);
-    xpub = zsock_new(ZMQ_XPUB);
-    gate = pubgate_new(xpub, site, "publish socket", s_trusted, 1, s_areas, 2);
+    gate = pubgate_new(site, "publish socket", s_trusted, 1, s_areas, 2);
     assert_true(pubgate_allows(gate, "vic", why, sizeof why));
     assert_true(pubgate_allows(gate, NULL, why, sizeof why));
     pubgate_destroy(&gate);
-    zsock_destroy(&xpub);
     site_destroy(&site);
 }
 
@@ -120,12 +124,11 @@ static zsock_t *s_sub(site_t *site, sec_t **sec, const char *user, const char *e
 }
 
 //  Publish "V" until `sub` has one (true) or `ms` pass (false).
-static bool s_receives(zsock_t *xpub, pubgate_t *gate, zsock_t *sub, int ms)
+static bool s_receives(zsock_t *pub, zsock_t *sub, int ms)
 {
     for (int waited = 0; waited <= ms; waited += 20) {
-        pubgate_handle(gate);
-        zstr_sendm(xpub, "V");
-        zstr_send(xpub, "value");
+        zstr_sendm(pub, "V");
+        zstr_send(pub, "value");
         zpoller_t *poller = zpoller_new(sub, NULL);
         bool got = zpoller_wait(poller, 20) == sub;
         zpoller_destroy(&poller);
@@ -141,6 +144,10 @@ static bool s_receives(zsock_t *xpub, pubgate_t *gate, zsock_t *sub, int ms)
     return false;
 }
 
+//  io1's gated PUB and an ungated ROUTER on one authenticator: olga (reads
+//  everything) gets the stream, vic (pumps only) fails the handshake and
+//  gets nothing; on the ROUTER both are let in, named by their certificate
+//  and their key.
 static void test_curve(void **state)
 {
     (void)state;
@@ -149,38 +156,61 @@ static void test_curve(void **state)
     sec_t *io = sec_new(site, "io1", NULL, err, sizeof err);
     if (!io)
         fail_msg("%s", err);
-    zsock_t *xpub = zsock_new(ZMQ_XPUB);
-    pubgate_t *gate = pubgate_new(xpub, site, "publish socket", s_trusted, 1, s_areas, 2);
-    assert_int_equal(sec_server(io, xpub, "publish socket", err, sizeof err), 0);
-    int port = zsock_bind(xpub, "tcp://127.0.0.1:*[50000-]");
+    pubgate_t *gate = pubgate_new(site, "publish socket", s_trusted, 1, s_areas, 2);
+    zsock_t *pub = zsock_new(ZMQ_PUB);
+    assert_int_equal(sec_server_gated(io, pub, "publish socket", gate, err, sizeof err), 0);
+    int port = zsock_bind(pub, "tcp://127.0.0.1:*[50000-]");
     assert_true(port > 0);
     char ep[64];
     snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", port);
+    zsock_t *router = zsock_new(ZMQ_ROUTER);
+    assert_int_equal(sec_server(io, router, "control socket", err, sizeof err), 0);
+    int rport = zsock_bind(router, "tcp://127.0.0.1:*[50000-]");
+    assert_true(rport > 0);
 
     sec_t *sec_olga, *sec_vic;
     zsock_t *olga = s_sub(site, &sec_olga, "olga", ep);
     zsock_t *vic = s_sub(site, &sec_vic, "vic", ep);
-    assert_true(s_receives(xpub, gate, olga, 5000));
-    for (int i = 0; i < 250 && pubgate_refused(gate) == 0; i++) {
-        pubgate_handle(gate);
+    assert_true(s_receives(pub, olga, 5000));
+    for (int i = 0; i < 250 && pubgate_refused(gate) == 0; i++)
         zclock_sleep(20);
+    assert_true(pubgate_refused(gate) >= 1); //  it retries: each try is refused
+    assert_true(pubgate_accepted(gate) >= 1);
+    assert_false(s_receives(pub, vic, 300));
+
+    //  The ungated socket: both in, with their names and keys.
+    const char *users[] = {"olga", "vic"};
+    sec_t *secs[] = {sec_olga, sec_vic};
+    for (int u = 0; u < 2; u++) {
+        zsock_t *dealer = zsock_new(ZMQ_DEALER);
+        assert_int_equal(sec_client(secs[u], dealer, "io1", NULL, err, sizeof err), 0);
+        assert_int_equal(zsock_connect(dealer, "tcp://127.0.0.1:%d", rport), 0);
+        zstr_send(dealer, "hello");
+        zsock_set_rcvtimeo(router, 5000);
+        zframe_t *rid = zframe_recv(router);
+        assert_non_null(rid);
+        zframe_t *body = zframe_recv(router);
+        assert_non_null(body);
+        assert_string_equal(zframe_meta(body, "name"), users[u]);
+        char path[256];
+        snprintf(path, sizeof path, "%s/%s.key", s_keys, users[u]);
+        zcert_t *cert = zcert_load(path);
+        assert_non_null(cert);
+        assert_string_equal(zframe_meta(body, "User-Id"), zcert_public_txt(cert));
+        zcert_destroy(&cert);
+        zframe_destroy(&rid);
+        zframe_destroy(&body);
+        zsock_destroy(&dealer);
     }
-    assert_int_equal(pubgate_refused(gate), 1);
-    assert_int_equal(pubgate_accepted(gate), 1);
-    assert_false(s_receives(xpub, gate, vic, 300));
 
-    //  vic leaving does not end olga's stream.
     zsock_destroy(&vic);
-    sec_destroy(&sec_vic);
-    zclock_sleep(100);
-    pubgate_handle(gate);
-    assert_true(s_receives(xpub, gate, olga, 2000));
-
     zsock_destroy(&olga);
+    sec_destroy(&sec_vic);
     sec_destroy(&sec_olga);
-    pubgate_destroy(&gate);
-    zsock_destroy(&xpub);
+    zsock_destroy(&router);
+    zsock_destroy(&pub);
     sec_destroy(&io);
+    pubgate_destroy(&gate);
     site_destroy(&site);
 }
 
