@@ -199,7 +199,9 @@ struct _ioserver_t {
     site_ioserver_t *cfg;
     zloop_t *loop;
     zsock_t *pub;
-    pubgate_t *gate; //  who may subscribe to pub
+    pubgate_t *gate;          //  who may subscribe to pub
+    int64_t malformed_logged; //  mono ms of the last "malformed request" line
+    uint64_t malformed_quiet; //  malformed requests since, not logged
     zsock_t *control;
     rzloop_t *redis;
     cw_t *cw;
@@ -2349,7 +2351,7 @@ static void s_gate_new(ioserver_t *self)
     size_t nareas = 0;
     for (const char *a = (const char *)zlistx_first(areas); a; a = (const char *)zlistx_next(areas))
         av[nareas++] = a;
-    self->gate = pubgate_new(self->pub, site, "publish socket", trusted, ntrusted, av, nareas);
+    self->gate = pubgate_new(site, "publish socket", trusted, ntrusted, av, nareas);
     free(av);
     zlistx_destroy(&areas);
     free(trusted);
@@ -2455,8 +2457,17 @@ static int s_on_control(zloop_t *loop, zsock_t *sock, void *arg)
     zframe_destroy(&body);
     if (!req) {
         self->bad_requests++;
-        slog_warn("control: malformed request dropped (not an IoRequest; %llu so far)",
-                  (unsigned long long)self->bad_requests);
+        //  At most one line a second, whatever a hostile peer sends.
+        int64_t now = mclock_mono_ms();
+        if (now - self->malformed_logged >= 1000) {
+            slog_warn("control: malformed request dropped (not an IoRequest; %llu so far, %llu "
+                      "not logged since the last such line)",
+                      (unsigned long long)self->bad_requests,
+                      (unsigned long long)self->malformed_quiet);
+            self->malformed_logged = now;
+            self->malformed_quiet = 0;
+        } else
+            self->malformed_quiet++;
         s_reply(self, envelope, 0, "malformed request: not a scada.IoRequest", NULL);
         return 0;
     }
@@ -2818,15 +2829,16 @@ ioserver_t *ioserver_new(site_t *site, const char *name)
         ioserver_destroy(&self);
         return NULL;
     }
-    //  An XPUB whose subscriptions the gate decides (pubgate.h): the
-    //  brokers and the alarm service always, anyone else only when their
-    //  role reads every plant area of this I/O server's tags.
-    self->pub = zsock_new(ZMQ_XPUB);
+    //  Behind a gate (pubgate.h): the brokers and the alarm service always,
+    //  anyone else only when their role reads every plant area of this I/O
+    //  server's tags.
+    self->pub = zsock_new(ZMQ_PUB);
     zsock_set_sndhwm(self->pub, 1000);
     zsock_set_rcvhwm(self->pub, 100);
     zsock_set_maxmsgsize(self->pub, 1024);
     s_gate_new(self);
-    if (sec_server(self->sec, self->pub, "publish socket", err, sizeof err) != 0 ||
+    if (sec_server_gated(self->sec, self->pub, "publish socket", self->gate, err, sizeof err) !=
+            0 ||
         site_bind(self->pub, self->cfg->publish, err, sizeof err) < 0) {
         slog_error("publish endpoint: %s", err);
         ioserver_destroy(&self);
@@ -2916,11 +2928,11 @@ void ioserver_destroy(ioserver_t **self_p)
     free(self->batch);
     free(self->batch_ptrs);
     cw_destroy(&self->cw);
-    pubgate_destroy(&self->gate);
     zsock_destroy(&self->pub);
     zsock_destroy(&self->control);
     zsock_destroy(&self->resolver);
     sec_destroy(&self->sec);
+    pubgate_destroy(&self->gate); //  after the authenticator that asks it
     audit_destroy(&self->audit);
     free(self->peer_user);
     free(self->peer_key);
@@ -2962,7 +2974,6 @@ void ioserver_actor(zsock_t *pipe, void *engine)
     zloop_set_nonstop(self->loop, true);
     zloop_reader(self->loop, pipe, s_on_pipe, self);
     zloop_reader(self->loop, self->control, s_on_control, self);
-    pubgate_attach(self->gate, self->loop);
     zloop_reader_set_tolerant(self->loop, self->control);
     zloop_reader(self->loop, self->resolver, s_on_resolver, self);
     zloop_reader_set_tolerant(self->loop, self->resolver);
