@@ -473,6 +473,12 @@ def stack(pb, tmp_path_factory, bin_dir, free_ports):
         assert not errors, errors
 
 
+def malformed_lines(proc):
+    """Lines of the process's log that tell of malformed input."""
+    with open(proc.log_path, errors="replace") as f:
+        return sum(1 for line in f if "malformed" in line)
+
+
 @pytest.mark.parametrize("which", PORTS)
 def test_garbage_port_keeps_serving(stack, which):
     import zmq
@@ -485,6 +491,7 @@ def test_garbage_port_keeps_serving(stack, which):
     ctx = zmq.Context()
     before_rss = rss_kb(owner.pid)
     count0 = counter() if counter else None
+    logged0 = malformed_lines(owner)
     t_mark = time.monotonic()
     updates0 = len(st.client.history("R1", 0.0))
     reset_peak(owner.pid)
@@ -567,3 +574,7 @@ def test_garbage_port_keeps_serving(stack, which):
             decoded.append(m)
         print("%s: %d of %d garbage frames answered" % (which, len(replies), GARBAGE_FRAMES))
         assert len(replies) == GARBAGE_FRAMES and all(map(bad, decoded)), decoded[:3]
+        # logged, but at most a line a second, so a hostile peer cannot fill the disk
+        logged = malformed_lines(owner) - logged0
+        print("%s: %d log lines about malformed input in %.1f s" % (which, logged, t1 - t0))
+        assert 1 <= logged <= (t1 - t0) + 2, (which, logged, t1 - t0)
