@@ -20,9 +20,10 @@
 typedef struct _rzloop_t rzloop_t;
 typedef void(rzloop_connect_fn)(rzloop_t *self, void *arg);
 
-//  Create a client for host (numeric address: no name lookup may block the
-//  loop) and port on `loop`; it connects at once and keeps reconnecting.
-//  Caller owns the return value.
+//  Create a client for host (an address, or a name: resolved on glibc's
+//  lookup thread, never on the loop, and again before every reconnect, so a
+//  Redis that comes back at a new address is found) and port on `loop`; it
+//  connects at once and keeps reconnecting. Caller owns the return value.
 rzloop_t *rzloop_new(zloop_t *loop, const char *host, int port, rzloop_connect_fn *on_connect,
                      void *arg);
 

@@ -1,16 +1,33 @@
 /*  rzloop: hiredis's asynchronous API on a czmq zloop. See rzloop.h. */
 #include "rzloop.h"
 
+#include "mclock.h"
 #include "slog.h"
 
+#include <arpa/inet.h>
+#include <errno.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+#include <netdb.h>
 #include <stdarg.h>
 #include <string.h>
 
 //  Commands beyond this many bytes of unsent output are dropped: a slow
 //  Redis must not grow our memory.
 #define RZ_MAX_OBUF (8 * 1024 * 1024)
+
+//  A host name is resolved on glibc's lookup thread (getaddrinfo_a), polled
+//  this often; the thread exits about a second after its last lookup.
+#define RZ_LOOKUP_POLL_MS   20
+#define RZ_LOOKUP_LINGER_MS 1500
+
+//  A resolution in flight: what getaddrinfo_a reads and writes until it is
+//  done, so it lives on the heap until then.
+typedef struct {
+    struct gaicb cb;
+    struct addrinfo hints;
+    char service[8];
+} s_lookup_t;
 
 struct _rzloop_t {
     zloop_t *loop;
@@ -29,7 +46,14 @@ struct _rzloop_t {
     char *password; //  AUTH password, or NULL: no AUTH
     bool authing;   //  AUTH sent, its answer not in yet
     uint64_t auth_failures;
-    char auth_error[160]; //  the last refusal, logged once per change
+    char auth_error[160];            //  the last refusal, logged once per change
+    bool numeric;                    //  host is an address: no lookup
+    s_lookup_t *lookup;              //  the resolution of host in flight, or NULL
+    int lookup_timer;                //  zloop timer polling it, -1 if none
+    int64_t lookup_last;             //  mono ms the last lookup ended, 0 if none ever ran
+    int lookup_rc;                   //  how the last one ended, logged once per change
+    char addrs[4][INET6_ADDRSTRLEN]; //  what it gave, tried in turn
+    size_t naddrs, next_addr;
 };
 
 static void s_connect(rzloop_t *self);
@@ -191,9 +215,115 @@ static void s_on_disconnected(const redisAsyncContext *ac, int status)
     s_schedule_retry(self);
 }
 
+static void s_connect_to(rzloop_t *self, const char *addr);
+
+//  Forget the lookup: done, or in flight. One glibc cannot cancel is left
+//  running (its thread still writes into *lk, so *lk stays): destroying
+//  while a name server does not answer must not wait for its timeouts.
+static void s_lookup_free(rzloop_t *self)
+{
+    s_lookup_t *lk = self->lookup;
+    if (!lk)
+        return;
+    self->lookup = NULL;
+    if (self->lookup_timer >= 0) {
+        zloop_timer_end(self->loop, self->lookup_timer);
+        self->lookup_timer = -1;
+    }
+    if (gai_cancel(&lk->cb) == EAI_NOTCANCELED && gai_error(&lk->cb) == EAI_INPROGRESS) {
+        slog_info("redis %s: the lookup of the name is still running; left to it", self->host);
+        return;
+    }
+    if (gai_error(&lk->cb) == 0 && lk->cb.ar_result)
+        freeaddrinfo(lk->cb.ar_result);
+    free(lk);
+    self->lookup_last = mclock_mono_ms();
+}
+
+static int s_lookup_poll(zloop_t *loop, int timer_id, void *arg)
+{
+    rzloop_t *self = (rzloop_t *)arg;
+    s_lookup_t *lk = self->lookup;
+    int rc = lk ? gai_error(&lk->cb) : EAI_SYSTEM;
+    if (rc == EAI_INPROGRESS)
+        return 0;
+    self->naddrs = self->next_addr = 0;
+    for (struct addrinfo *ai = rc == 0 ? lk->cb.ar_result : NULL; ai && self->naddrs < 4;
+         ai = ai->ai_next) {
+        char *addr = self->addrs[self->naddrs];
+        if (ai->ai_family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)ai->ai_addr)->sin_addr, addr,
+                      INET6_ADDRSTRLEN);
+        else if (ai->ai_family == AF_INET6)
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr, addr,
+                      INET6_ADDRSTRLEN);
+        else
+            continue;
+        size_t k = 0;
+        while (k < self->naddrs && strcmp(self->addrs[k], addr) != 0)
+            k++;
+        if (k == self->naddrs) //  glibc lists an address once per socket type asked
+            self->naddrs++;
+    }
+    s_lookup_free(self); //  ends this timer too
+    if (!self->naddrs) {
+        if (rc == 0)
+            rc = EAI_NONAME;
+        if (rc != self->lookup_rc)
+            slog_warn("redis %s:%d: cannot resolve %s: %s; state keys will be written when it "
+                      "resolves and answers",
+                      self->host, self->port, self->host, gai_strerror(rc));
+        self->lookup_rc = rc;
+        self->warned = true;
+        s_schedule_retry(self);
+        return 0;
+    }
+    self->lookup_rc = 0;
+    s_connect_to(self, self->addrs[self->next_addr++]);
+    return 0;
+}
+
+//  Connect: an address at once, a name once glibc's thread has resolved it
+//  (the loop never waits for a name server).
 static void s_connect(rzloop_t *self)
 {
-    redisAsyncContext *ac = redisAsyncConnect(self->host, self->port);
+    if (self->numeric) {
+        s_connect_to(self, self->host);
+        return;
+    }
+    if (self->lookup)
+        return;
+    if (self->next_addr < self->naddrs) {
+        //  The name's next address; after the last, the name again.
+        s_connect_to(self, self->addrs[self->next_addr++]);
+        return;
+    }
+    s_lookup_t *lk = (s_lookup_t *)zmalloc(sizeof *lk);
+    lk->hints.ai_family = AF_UNSPEC;
+    lk->hints.ai_socktype = SOCK_STREAM;
+    lk->hints.ai_flags = AI_NUMERICSERV;
+    snprintf(lk->service, sizeof lk->service, "%d", self->port);
+    lk->cb.ar_name = self->host;
+    lk->cb.ar_service = lk->service;
+    lk->cb.ar_request = &lk->hints;
+    struct gaicb *list[1] = {&lk->cb};
+    int rc = getaddrinfo_a(GAI_NOWAIT, list, 1, NULL);
+    if (rc != 0) {
+        if (rc != self->lookup_rc)
+            slog_warn("redis %s:%d: cannot start resolving the name: %s", self->host, self->port,
+                      gai_strerror(rc));
+        self->lookup_rc = rc;
+        free(lk);
+        s_schedule_retry(self);
+        return;
+    }
+    self->lookup = lk;
+    self->lookup_timer = zloop_timer(self->loop, RZ_LOOKUP_POLL_MS, 0, s_lookup_poll, self);
+}
+
+static void s_connect_to(rzloop_t *self, const char *addr)
+{
+    redisAsyncContext *ac = redisAsyncConnect(addr, self->port);
     if (!ac || ac->err) {
         if (!self->warned)
             slog_warn("redis %s:%d: %s", self->host, self->port, ac ? ac->errstr : "out of memory");
@@ -226,8 +356,11 @@ rzloop_t *rzloop_new(zloop_t *loop, const char *host, int port, rzloop_connect_f
     self->port = port;
     self->fd = -1;
     self->retry_timer = -1;
+    self->lookup_timer = -1;
     self->on_connect = on_connect;
     self->arg = arg;
+    unsigned char buf[sizeof(struct in6_addr)];
+    self->numeric = inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
     s_connect(self);
     return self;
 }
@@ -239,6 +372,13 @@ void rzloop_destroy(rzloop_t **self_p)
     rzloop_t *self = *self_p;
     if (self->retry_timer >= 0)
         zloop_timer_end(self->loop, self->retry_timer);
+    s_lookup_free(self);
+    //  glibc's lookup thread lingers a second after its last lookup; waiting
+    //  for it keeps its memory out of a leak checker's report at exit.
+    int64_t linger =
+        self->lookup_last ? self->lookup_last + RZ_LOOKUP_LINGER_MS - mclock_mono_ms() : 0;
+    if (linger > 0)
+        zclock_sleep((int)linger);
     if (self->ac) {
         redisAsyncContext *ac = self->ac;
         ac->data = NULL; //  no disconnect callback into a freed self
