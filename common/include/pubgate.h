@@ -27,12 +27,15 @@
 
 typedef struct _pubgate_t pubgate_t;
 
-//  A gate for the socket called `what` in logs ("publish socket"):
-//  `trusted` are certificate names that always may connect; `areas` the
-//  plant areas whose reading a peer's role must allow (all of them). The
-//  strings are copied; `site` must outlive the gate.
-pubgate_t *pubgate_new(const site_t *site, const char *what, const char *const *trusted,
-                       size_t ntrusted, const char *const *areas, size_t nareas);
+//  A gate for the socket called `what` in logs ("publish socket"). The
+//  site's brokers (or its default broker) always may connect, and so may
+//  `also_trusted` (a certificate name, or NULL). `site` must outlive the
+//  gate.
+pubgate_t *pubgate_new(const site_t *site, const char *what, const char *also_trusted);
+
+//  A plant area whose reading a peer's role must allow (all of them, for
+//  anyone not trusted). Repeats and NULL are ignored; the name is copied.
+void pubgate_add_area(pubgate_t *self, const char *area);
 
 //  Destroy; tolerates NULL, sets *self_p to NULL.
 void pubgate_destroy(pubgate_t **self_p);

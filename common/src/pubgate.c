@@ -12,10 +12,8 @@
 struct _pubgate_t {
     const site_t *site;
     char *what;
-    char **trusted;
-    size_t ntrusted;
-    char **areas;
-    size_t nareas;
+    zlistx_t *trusted;          //  certificate names (owned)
+    zlistx_t *areas;            //  plant areas (owned)
     uint64_t refused, accepted; //  atomic: read from other threads
     //  Refusal log (the checking thread only): certificates named so far,
     //  refusals since the last line, when that was.
@@ -24,33 +22,41 @@ struct _pubgate_t {
     int64_t logged;
 };
 
-static char **s_strv(const char *const *v, size_t n)
+//  A list of owned strings, each once.
+static zlistx_t *s_names(void)
 {
-    char **out = (char **)zmalloc((n + 1) * sizeof *out);
-    for (size_t i = 0; i < n; i++)
-        out[i] = strdup(v[i]);
-    return out;
+    zlistx_t *list = zlistx_new();
+    zlistx_set_duplicator(list, (zlistx_duplicator_fn *)strdup);
+    zlistx_set_destructor(list, (zlistx_destructor_fn *)zstr_free);
+    zlistx_set_comparator(list, (zlistx_comparator_fn *)strcmp);
+    return list;
 }
 
-static void s_strv_free(char **v, size_t n)
+static void s_add_name(zlistx_t *list, const char *name)
 {
-    for (size_t i = 0; v && i < n; i++)
-        free(v[i]);
-    free(v);
+    if (name && !zlistx_find(list, (void *)name))
+        zlistx_add_end(list, (void *)name);
 }
 
-pubgate_t *pubgate_new(const site_t *site, const char *what, const char *const *trusted,
-                       size_t ntrusted, const char *const *areas, size_t nareas)
+pubgate_t *pubgate_new(const site_t *site, const char *what, const char *also_trusted)
 {
     pubgate_t *self = (pubgate_t *)zmalloc(sizeof *self);
     self->site = site;
     self->what = strdup(what ? what : "publish socket");
-    self->trusted = s_strv(trusted, ntrusted);
-    self->ntrusted = ntrusted;
-    self->areas = s_strv(areas, nareas);
-    self->nareas = nareas;
+    self->trusted = s_names();
+    if (site->nbrokers == 0)
+        s_add_name(self->trusted, site->default_broker.name);
+    for (size_t i = 0; i < site->nbrokers; i++)
+        s_add_name(self->trusted, site->brokers[i].name);
+    s_add_name(self->trusted, also_trusted);
+    self->areas = s_names();
     self->named = zhashx_new();
     return self;
+}
+
+void pubgate_add_area(pubgate_t *self, const char *area)
+{
+    s_add_name(self->areas, area);
 }
 
 void pubgate_destroy(pubgate_t **self_p)
@@ -59,8 +65,8 @@ void pubgate_destroy(pubgate_t **self_p)
     if (!self)
         return;
     free(self->what);
-    s_strv_free(self->trusted, self->ntrusted);
-    s_strv_free(self->areas, self->nareas);
+    zlistx_destroy(&self->trusted);
+    zlistx_destroy(&self->areas);
     zhashx_destroy(&self->named);
     free(self);
     *self_p = NULL;
@@ -68,10 +74,8 @@ void pubgate_destroy(pubgate_t **self_p)
 
 bool pubgate_allows(const pubgate_t *self, const char *user, char *why, size_t whylen)
 {
-    if (user)
-        for (size_t i = 0; i < self->ntrusted; i++)
-            if (strcmp(user, self->trusted[i]) == 0)
-                return true;
+    if (user && zlistx_find(self->trusted, (void *)user))
+        return true;
     if (!self->site->nroles)
         return true;
     if (!user) {
@@ -86,12 +90,13 @@ bool pubgate_allows(const pubgate_t *self, const char *user, char *why, size_t w
                  user);
         return false;
     }
-    for (size_t i = 0; i < self->nareas; i++)
-        if (!site_may(self->site, user, self->areas[i], false)) {
+    for (const char *area = (const char *)zlistx_first(self->areas); area;
+         area = (const char *)zlistx_next(self->areas))
+        if (!site_may(self->site, user, area, false)) {
             snprintf(why, whylen,
                      "certificate \"%s\" (role %s) may not read area \"%s\", and this stream "
                      "carries every area of the process",
-                     user, role->name, self->areas[i]);
+                     user, role->name, area);
             return false;
         }
     return true;

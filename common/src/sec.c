@@ -303,14 +303,14 @@ typedef struct {
     pubgate_t *gate;
 } s_gate_ref_t;
 
-//  Add one metadata property (ZMTP 3 encoding) to buf; false if it does not fit.
-static bool s_add_property(zchunk_t *buf, const char *name, const char *value)
+//  Add one metadata property (ZMTP 3 encoding) to buf; a name too long for
+//  it is left out.
+static void s_add_property(zchunk_t *buf, const char *name, const char *value)
 {
     size_t nlen = strlen(name), vlen = strlen(value);
     if (nlen > 255 || vlen > 0x7fffffff)
-        return false;
-    uint8_t head[5];
-    head[0] = (uint8_t)nlen;
+        return;
+    uint8_t head[4] = {(uint8_t)nlen};
     zchunk_extend(buf, head, 1);
     zchunk_extend(buf, name, nlen);
     head[0] = (uint8_t)(vlen >> 24);
@@ -319,7 +319,6 @@ static bool s_add_property(zchunk_t *buf, const char *name, const char *value)
     head[3] = (uint8_t)vlen;
     zchunk_extend(buf, head, 4);
     zchunk_extend(buf, value, vlen);
-    return true;
 }
 
 static void s_zap_reply(zsock_t *handler, const char *seq, const char *code, const char *text,

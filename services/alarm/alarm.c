@@ -1245,25 +1245,9 @@ static void s_restore(alarmsvc_t *self)
 //  needs read on every area of the site's alarms.
 static void s_gate_new(alarmsvc_t *self)
 {
-    const site_t *site = self->site;
-    const char **trusted = (const char **)zmalloc((site->nbrokers + 1) * sizeof *trusted);
-    size_t ntrusted = 0;
-    if (site->nbrokers == 0)
-        trusted[ntrusted++] = site->default_broker.name;
-    for (size_t i = 0; i < site->nbrokers; i++)
-        trusted[ntrusted++] = site->brokers[i].name;
-    const char **areas = (const char **)zmalloc((self->nall + 1) * sizeof *areas);
-    size_t nareas = 0;
-    for (size_t i = 0; i < self->nall; i++) {
-        size_t k = 0;
-        while (k < nareas && strcmp(areas[k], self->all[i]->area) != 0)
-            k++;
-        if (k == nareas)
-            areas[nareas++] = self->all[i]->area;
-    }
-    self->gate = pubgate_new(site, "alarm publish socket", trusted, ntrusted, areas, nareas);
-    free(areas);
-    free(trusted);
+    self->gate = pubgate_new(self->site, "alarm publish socket", NULL);
+    for (size_t i = 0; i < self->nall; i++)
+        pubgate_add_area(self->gate, self->all[i]->area);
 }
 
 alarmsvc_t *alarmsvc_new(site_t *site, const char *name)

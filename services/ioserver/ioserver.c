@@ -2331,30 +2331,10 @@ static void s_reply_state(ioserver_t *self, zmsg_t *envelope, uint64_t id)
 //  service; anyone else needs read on every plant area of our tags.
 static void s_gate_new(ioserver_t *self)
 {
-    const site_t *site = self->site;
-    const char **trusted = (const char **)zmalloc((site->nbrokers + 2) * sizeof *trusted);
-    size_t ntrusted = 0;
-    if (site->nbrokers == 0)
-        trusted[ntrusted++] = site->default_broker.name;
-    for (size_t i = 0; i < site->nbrokers; i++)
-        trusted[ntrusted++] = site->brokers[i].name;
-    trusted[ntrusted++] = "alarm";
-    zlistx_t *areas = zlistx_new();
-    zlistx_set_comparator(areas, (zlistx_comparator_fn *)strcmp);
+    self->gate = pubgate_new(self->site, "publish socket", "alarm");
     for (size_t i = 0; i < self->ndevices; i++)
-        for (size_t t = 0; t < self->devices[i].cfg->ntags; t++) {
-            const char *area = self->devices[i].cfg->tags[t].plant_area;
-            if (area && !zlistx_find(areas, (void *)area))
-                zlistx_add_end(areas, (void *)area);
-        }
-    const char **av = (const char **)zmalloc((zlistx_size(areas) + 1) * sizeof *av);
-    size_t nareas = 0;
-    for (const char *a = (const char *)zlistx_first(areas); a; a = (const char *)zlistx_next(areas))
-        av[nareas++] = a;
-    self->gate = pubgate_new(site, "publish socket", trusted, ntrusted, av, nareas);
-    free(av);
-    zlistx_destroy(&areas);
-    free(trusted);
+        for (size_t t = 0; t < self->devices[i].cfg->ntags; t++)
+            pubgate_add_area(self->gate, self->devices[i].cfg->tags[t].plant_area);
 }
 
 static char *s_status_json(ioserver_t *self)

@@ -37,8 +37,17 @@ static const char *s_roles_site =
 static const char *s_open_site = "site: t\nsecurity: {keys: keys}\nioservers: [{name: io1}]\n"
                                  "channels: []\n";
 
-static const char *const s_trusted[] = {"b1"};
-static const char *const s_areas[] = {"pumps", "tanks"};
+//  io1's gate: b1 (the site's default broker) trusted, areas pumps and
+//  tanks (tanks twice: a repeat counts once).
+static pubgate_t *s_gate(site_t *site)
+{
+    pubgate_t *gate = pubgate_new(site, "publish socket", NULL);
+    pubgate_add_area(gate, "pumps");
+    pubgate_add_area(gate, "tanks");
+    pubgate_add_area(gate, "tanks");
+    pubgate_add_area(gate, NULL);
+    return gate;
+}
 
 static site_t *s_site(const char *text)
 {
@@ -77,7 +86,7 @@ static void test_allows(void **state)
 {
     (void)state;
     site_t *site = s_site(s_roles_site);
-    pubgate_t *gate = pubgate_new(site, "publish socket", s_trusted, 1, s_areas, 2);
+    pubgate_t *gate = s_gate(site);
     char why[400] = "";
     assert_true(pubgate_allows(gate, "b1", why, sizeof why));   //  trusted, no role needed
     assert_true(pubgate_allows(gate, "olga", why, sizeof why)); //  reads "*"
@@ -101,7 +110,7 @@ static void test_allows(void **state)
 
     //  A site without roles: everyone may.
     site = s_site(s_open_site);
-    gate = pubgate_new(site, "publish socket", s_trusted, 1, s_areas, 2);
+    gate = s_gate(site);
     assert_true(pubgate_allows(gate, "vic", why, sizeof why));
     assert_true(pubgate_allows(gate, NULL, why, sizeof why));
     pubgate_destroy(&gate);
@@ -156,7 +165,7 @@ static void test_curve(void **state)
     sec_t *io = sec_new(site, "io1", NULL, err, sizeof err);
     if (!io)
         fail_msg("%s", err);
-    pubgate_t *gate = pubgate_new(site, "publish socket", s_trusted, 1, s_areas, 2);
+    pubgate_t *gate = s_gate(site);
     zsock_t *pub = zsock_new(ZMQ_PUB);
     assert_int_equal(sec_server_gated(io, pub, "publish socket", gate, err, sizeof err), 0);
     int port = zsock_bind(pub, "tcp://127.0.0.1:*[50000-]");
