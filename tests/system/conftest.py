@@ -1,4 +1,5 @@
-"""Shared fixtures of the system tests: where the binaries are, and free ports.
+"""Shared fixtures of the system tests: where the binaries are, free ports,
+the Python protobuf code, and a test environment with its own redis-server.
 
 The system tests start the real binaries on real sockets. They run beside
 other things (other test runs, a `make run` demo), so they never use fixed
@@ -6,9 +7,12 @@ ports: they ask `free_ports` for a range nobody listens on.
 """
 import os
 import random
+import shutil
 import socket
 
 import pytest
+
+import scada_helpers as H
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
@@ -76,3 +80,28 @@ def pytest_configure(config):
     with -m "not slow" for a quick run."""
     config.addinivalue_line("markers",
                             "slow: long-running (e.g. 1,000 silent devices); run by default")
+
+
+@pytest.fixture(scope="session")
+def pb(tmp_path_factory):
+    """Python protobuf code generated from proto/scada.proto."""
+    if not shutil.which("protoc"):
+        pytest.skip("protoc (protobuf-compiler) is not installed")
+    return H.load_proto(str(tmp_path_factory.mktemp("proto")))
+
+
+@pytest.fixture
+def env(pb, tmp_path, bin_dir, free_ports):
+    """An Env with its own redis-server; at teardown every process it
+    started is stopped and the tail of each one's log printed. Modules that
+    need another set-up define their own `env`."""
+    e = H.Env(tmp_path, bin_dir, free_ports)
+    try:
+        e.start_redis()
+        yield e
+    finally:
+        procs = [o for o in e._owned if isinstance(o, H.Proc)]
+        errors = e.cleanup()
+        for p in procs:
+            print("----- %s (%s)\n%s" % (p.name, p.log_path, p.log_tail(30)))
+        assert not errors, errors

@@ -13,40 +13,17 @@ protobuf from proto/ (an independent implementation of the alarm protocol).
 - test_errors_*: unknown ids, bad durations, a corrupt journal.
 """
 import os
-import shutil
 import signal
 import subprocess
 import threading
 import time
 
-import pytest
 
 import scada_helpers as H
 from scada_helpers import wait_until
 
 PING_MS = 500
 COMM_DELAY_S = 1.0  # comm_delay_ms of the sites that set it
-
-
-@pytest.fixture(scope="session")
-def pb(tmp_path_factory):
-    if not shutil.which("protoc"):
-        pytest.skip("protoc (protobuf-compiler) is not installed")
-    return H.load_proto(str(tmp_path_factory.mktemp("proto")))
-
-
-@pytest.fixture
-def env(pb, tmp_path, bin_dir, free_ports):
-    e = H.Env(tmp_path, bin_dir, free_ports)
-    try:
-        e.start_redis()
-        yield e
-    finally:
-        procs = [o for o in e._owned if isinstance(o, H.Proc)]
-        errors = e.cleanup()
-        for p in procs:
-            print("----- %s (%s)\n%s" % (p.name, p.log_path, p.log_tail(30)))
-        assert not errors, errors
 
 
 class Alarms:

@@ -12,7 +12,7 @@ import time
 
 import scada_helpers as H
 from scada_helpers import wait_until
-from test_ioserver import Q, dev_state, env, pb, wait_good  # noqa: F401 (fixtures)
+from test_ioserver import Q, dev_state, env, wait_good  # noqa: F401 (env: a fixture)
 
 
 def gateway_site(env, port, units=(1, 2, 3), **channel):

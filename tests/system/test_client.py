@@ -31,7 +31,6 @@ import json
 import os
 import pty
 import select
-import shutil
 import signal
 import subprocess
 import threading
@@ -47,14 +46,6 @@ TAGS = ["T.INT", "T.NUM", "T.BAD", "T.OLD", "T.RO", "T.LATE"]
 
 
 # ------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture(scope="session")
-def pb(tmp_path_factory):
-    """Python protobuf code generated from proto/scada.proto."""
-    if not shutil.which("protoc"):
-        pytest.skip("protoc (protobuf-compiler) is not installed")
-    return H.load_proto(str(tmp_path_factory.mktemp("proto")))
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ log line and nothing it sends arrives; traffic on the wire is not readable;
 a plain site says so at every start."""
 import os
 import re
-import shutil
 import subprocess
 import time
 
@@ -14,27 +13,6 @@ import scada_helpers as H
 from scada_helpers import wait_until
 
 PING_MS = 500
-
-
-@pytest.fixture(scope="session")
-def pb(tmp_path_factory):
-    if not shutil.which("protoc"):
-        pytest.skip("protoc (protobuf-compiler) is not installed")
-    return H.load_proto(str(tmp_path_factory.mktemp("proto")))
-
-
-@pytest.fixture
-def env(pb, tmp_path, bin_dir, free_ports):
-    e = H.Env(tmp_path, bin_dir, free_ports)
-    try:
-        e.start_redis()
-        yield e
-    finally:
-        procs = [o for o in e._owned if isinstance(o, H.Proc)]
-        errors = e.cleanup()
-        for p in procs:
-            print("----- %s (%s)\n%s" % (p.name, p.log_path, p.log_tail(20)))
-        assert not errors, errors
 
 
 class CurveSite:

@@ -72,27 +72,6 @@ needs_root = pytest.mark.skipif(
     reason="needs root, iptables, setpriv")
 
 
-@pytest.fixture(scope="session")
-def pb(tmp_path_factory):
-    if not shutil.which("protoc"):
-        pytest.skip("protoc (protobuf-compiler) is not installed")
-    return H.load_proto(str(tmp_path_factory.mktemp("proto")))
-
-
-@pytest.fixture
-def env(pb, tmp_path, bin_dir, free_ports):
-    e = H.Env(tmp_path, bin_dir, free_ports)
-    try:
-        e.start_redis()
-        yield e
-    finally:
-        procs = [o for o in e._owned if isinstance(o, H.Proc)]
-        errors = e.cleanup()
-        for p in procs:
-            print("----- %s (%s)\n%s" % (p.name, p.log_path, p.log_tail(30)))
-        assert not errors, errors
-
-
 def Q(name):
     return H.pb.Quality.Value(name)
 

@@ -35,7 +35,6 @@ socket answers each with `error:`).
 import os
 import random
 import re
-import shutil
 import socket
 import struct
 import threading
@@ -61,13 +60,6 @@ GREETING_START = b"\xff" + b"\x00" * 7 + b"\x01\x7f"  # ZMTP signature, nothing 
 
 PORTS = ("ioserver-publish", "ioserver-control", "resolver", "broker", "alarm-publish",
          "alarm-control", "devsim-control", "devsim-modbus")
-
-
-@pytest.fixture(scope="session")
-def pb(tmp_path_factory):
-    if not shutil.which("protoc"):
-        pytest.skip("protoc (protobuf-compiler) is not installed")
-    return H.load_proto(str(tmp_path_factory.mktemp("proto")))
 
 
 # ------------------------------------------------------------------ /proc

@@ -41,14 +41,6 @@ PING_MS = 500  # ping_time_ms of most test sites: Redis TTL 1.5 s
 # ------------------------------------------------------------------ fixtures
 
 
-@pytest.fixture(scope="session")
-def pb(tmp_path_factory):
-    """Python protobuf code generated from proto/scada.proto."""
-    if not shutil.which("protoc"):
-        pytest.skip("protoc (protobuf-compiler) is not installed")
-    return H.load_proto(str(tmp_path_factory.mktemp("proto")))
-
-
 @pytest.fixture
 def env(pb, tmp_path, bin_dir, free_ports):
     """A private redis-server and a registry that stops every process,

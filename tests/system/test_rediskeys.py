@@ -22,11 +22,9 @@ does a documented key no process writes.
 import json
 import os
 import re
-import shutil
 import signal
 import time
 
-import pytest
 
 import scada_helpers as H
 from scada_helpers import wait_until
@@ -36,27 +34,6 @@ TTL_MS = max(3 * PING_MS, 1000)  # the longest TTL of any writer at this ping ti
 ACTIVE_EVERY_PING = 10           # services/alarm/alarm.c: the active list rewritten whole
 README = os.path.join(H.ROOT, "README.md")
 WRITERS = ("scada-ioserver", "scada-resolver", "scada-broker", "scada-alarm")
-
-
-@pytest.fixture(scope="session")
-def pb(tmp_path_factory):
-    if not shutil.which("protoc"):
-        pytest.skip("protoc (protobuf-compiler) is not installed")
-    return H.load_proto(str(tmp_path_factory.mktemp("proto")))
-
-
-@pytest.fixture
-def env(pb, tmp_path, bin_dir, free_ports):
-    e = H.Env(tmp_path, bin_dir, free_ports)
-    try:
-        e.start_redis()
-        yield e
-    finally:
-        procs = [o for o in e._owned if isinstance(o, H.Proc)]
-        errors = e.cleanup()
-        for p in procs:
-            print("----- %s (%s)\n%s" % (p.name, p.log_path, p.log_tail(30)))
-        assert not errors, errors
 
 
 # ------------------------------------------------------------ README's tables

@@ -21,7 +21,6 @@ reads and writes.
 - test_with_real_ioserver: scada-ioserver registers its devices.
 """
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -38,14 +37,6 @@ FAST_MS = 200   # other tests: faster
 
 
 # ------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture(scope="session")
-def pb(tmp_path_factory):
-    """Python protobuf code generated from proto/scada.proto."""
-    if not shutil.which("protoc"):
-        pytest.skip("protoc (protobuf-compiler) is not installed")
-    return H.load_proto(str(tmp_path_factory.mktemp("proto")))
 
 
 @pytest.fixture

@@ -7,36 +7,13 @@ with who, tag, old value, new value, time and result."""
 import json
 import os
 import re
-import shutil
 import time
 
-import pytest
 
 import scada_helpers as H
 from scada_helpers import wait_until
 
 PING_MS = 500
-
-
-@pytest.fixture(scope="session")
-def pb(tmp_path_factory):
-    if not shutil.which("protoc"):
-        pytest.skip("protoc (protobuf-compiler) is not installed")
-    return H.load_proto(str(tmp_path_factory.mktemp("proto")))
-
-
-@pytest.fixture
-def env(pb, tmp_path, bin_dir, free_ports):
-    e = H.Env(tmp_path, bin_dir, free_ports)
-    try:
-        e.start_redis()
-        yield e
-    finally:
-        procs = [o for o in e._owned if isinstance(o, H.Proc)]
-        errors = e.cleanup()
-        for p in procs:
-            print("----- %s (%s)\n%s" % (p.name, p.log_path, p.log_tail(20)))
-        assert not errors, errors
 
 
 ROLES = {
@@ -223,32 +200,44 @@ def test_bad_roles_stop_every_service_at_start(env, tmp_path):
                          r"area \"pumsp\"", r.stderr), r.stderr
 
 
+class AlarmSite:
+    """devsim + resolver + io1 + b1 + the alarm service on a CURVE site with
+    ROLES: D1.L (area pumps) and D2.L (area tanks), each with a HI alarm at
+    50, simulated as `sim` says; certificates for olga and vic."""
+
+    def __init__(self, env, tmp_path, sim):
+        self.keys = str(tmp_path / "keys")
+        port = env.free_ports(2)
+        self.io = env.ioserver_cfg("io1")
+
+        def dev(name, port, area):
+            return {"name": name, "address": "127.0.0.1:%d" % port, "servers": ["io1"],
+                    "scan_ms": 200, "area": area,
+                    "tags": [{"name": name.upper() + ".L", "address": "hr:0", "type": "uint16",
+                              "sim": dict(sim), "alarms": {"hi": 50}}]}
+        top = env.pubsub_top()
+        self.alarm = env.alarm_top()
+        self.site = env.site([self.io], [{"name": "net", "type": "network",
+                                          "devices": [dev("d1", port, "pumps"),
+                                                      dev("d2", port + 1, "tanks")]}],
+                             ping_time_ms=PING_MS, alarm=self.alarm,
+                             security=dict(ROLES, keys=self.keys), **top)
+        assert env.scadactl(self.site, "keygen", "olga", "vic").returncode == 0
+        me = (self.keys, "scadactl")
+        env.start_devsim(self.site, keys=me)
+        env.start_resolver(self.site, top["resolver"]["endpoint"])
+        self.iosrv = env.start_ioserver(self.site, self.io, keys=me)
+        env.start_broker(self.site, "b1", top["brokers"][0]["endpoint"])
+        self.alarmsvc = env.start_alarm(self.site, self.alarm["control"])
+
+
 def test_alarm_actions_follow_the_roles(env, tmp_path):
     """Alarms: a role lists the alarms of the areas it may read, and may act
     (acknowledge, shelve) only on those of areas it may write; the journal
     records the certificate's name, not the user the request claims. The
     alarm service itself reads every area through the broker."""
-    keys = str(tmp_path / "keys")
-    port = env.free_ports(2)
-    io = env.ioserver_cfg("io1")
-
-    def dev(name, port, area):
-        return {"name": name, "address": "127.0.0.1:%d" % port, "servers": ["io1"],
-                "scan_ms": 200, "area": area,
-                "tags": [{"name": name.upper() + ".L", "address": "hr:0", "type": "uint16",
-                          "sim": {"kind": "const", "initial": 90}, "alarms": {"hi": 50}}]}
-    top = env.pubsub_top()
-    alarm = env.alarm_top()
-    site = env.site([io], [{"name": "net", "type": "network",
-                            "devices": [dev("d1", port, "pumps"), dev("d2", port + 1, "tanks")]}],
-                    ping_time_ms=PING_MS, alarm=alarm, security=dict(ROLES, keys=keys), **top)
-    assert env.scadactl(site, "keygen", "olga", "vic").returncode == 0
-    me = (keys, "scadactl")
-    env.start_devsim(site, keys=me)
-    env.start_resolver(site, top["resolver"]["endpoint"])
-    env.start_ioserver(site, io, keys=me)
-    env.start_broker(site, "b1", top["brokers"][0]["endpoint"])
-    env.start_alarm(site, alarm["control"])
+    a = AlarmSite(env, tmp_path, {"kind": "const", "initial": 90})
+    site, keys = a.site, a.keys
 
     def ctl(user, *args):
         return env.scadactl(site, "--cert", os.path.join(keys, user + ".key"), *args)
@@ -304,28 +293,8 @@ def test_publish_sockets_follow_the_roles(env, tmp_path):
     refused one leaving changes nothing for the others."""
     import zmq
     import redis
-    keys = str(tmp_path / "keys")
-    port = env.free_ports(2)
-    io = env.ioserver_cfg("io1")
-
-    def dev(name, port, area):
-        return {"name": name, "address": "127.0.0.1:%d" % port, "servers": ["io1"],
-                "scan_ms": 200, "area": area,
-                "tags": [{"name": name.upper() + ".L", "address": "hr:0", "type": "uint16",
-                          "sim": {"kind": "ramp", "min": 60, "max": 90, "period_ms": 2000},
-                          "alarms": {"hi": 50}}]}
-    top = env.pubsub_top()
-    alarm = env.alarm_top()
-    site = env.site([io], [{"name": "net", "type": "network",
-                            "devices": [dev("d1", port, "pumps"), dev("d2", port + 1, "tanks")]}],
-                    ping_time_ms=PING_MS, alarm=alarm, security=dict(ROLES, keys=keys), **top)
-    assert env.scadactl(site, "keygen", "olga", "vic").returncode == 0
-    me = (keys, "scadactl")
-    env.start_devsim(site, keys=me)
-    env.start_resolver(site, top["resolver"]["endpoint"])
-    iosrv = env.start_ioserver(site, io, keys=me)
-    env.start_broker(site, "b1", top["brokers"][0]["endpoint"])
-    alarmsvc = env.start_alarm(site, alarm["control"])
+    a = AlarmSite(env, tmp_path, {"kind": "ramp", "min": 60, "max": 90, "period_ms": 2000})
+    site, keys, io, alarm, iosrv, alarmsvc = a.site, a.keys, a.io, a.alarm, a.iosrv, a.alarmsvc
 
     ctx = zmq.Context.instance()
 

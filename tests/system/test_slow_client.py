@@ -34,7 +34,6 @@ writes one JSON line per BrokerMsg to OUT: {"t": receive time (wall ms),
 """
 import json
 import os
-import shutil
 import signal
 import sys
 import time
@@ -61,13 +60,6 @@ ASAN = "asan" in os.environ.get("BUILD", "")
 RSS_GROWTH_MB = 8.0 if ASAN else 5.0
 RSS_LATE_GROWTH_MB = 2.0 if ASAN else 1.0  # in the second half: the queues are full by then
 MAX_GAP_S = 5 * UPDATE_MS / 1000.0
-
-
-@pytest.fixture(scope="session")
-def pb(tmp_path_factory):
-    if not shutil.which("protoc"):
-        pytest.skip("protoc (protobuf-compiler) is not installed")
-    return H.load_proto(str(tmp_path_factory.mktemp("proto")))
 
 
 @pytest.fixture
